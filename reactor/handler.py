@@ -23,7 +23,7 @@ handler may call on it:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .loop import Connection
@@ -32,8 +32,9 @@ if TYPE_CHECKING:
 class Handler:
     """Base class with no-op callbacks; subclass and override what you need."""
 
-    def on_open(self, conn: Connection) -> None:
-        """A connection was accepted and registered for reading."""
+    def on_open(self, conn: Connection, peer: Any) -> None:
+        """A connection was accepted and registered for reading. ``peer`` is the
+        address accept() returned; keep it only if you need it (memory)."""
 
     def on_data(self, conn: Connection, data: memoryview) -> None:
         """Bytes arrived. ``data`` views the reactor's shared receive buffer and

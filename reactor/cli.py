@@ -1,0 +1,127 @@
+"""Command line: ``python -m reactor --port 9501 --proto ws``.
+
+The composition root: parses options, builds the handler for --proto, and
+runs one reactor or a supervisor with --workers reactor processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import resource
+import sys
+from pathlib import Path
+
+from . import handlers
+from .loop import DEFAULT_MAX_SEND_BUFFER, somaxconn
+from .workers import serve
+
+DEFAULT_ROOT = Path(__file__).resolve().parent / "html"
+DEFAULT_PORT = 9501
+
+log = logging.getLogger("reactor")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m reactor",
+        description="An epoll reactor serving WebSocket (RFC 6455), static files over HTTP, "
+        "or raw TCP echo.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add = parser.add_argument
+    add("--host", default="0.0.0.0", help="address to listen on (IPv4 or IPv6 literal)")
+    add("--port", type=int, default=DEFAULT_PORT, help="TCP port to listen on (0: any free port)")
+    add(
+        "--proto",
+        choices=sorted(handlers.PROTOCOLS),
+        default="auto",
+        help="echo: raw TCP echo; http: static files; ws: WebSocket only; "
+        "auto: static files and WebSocket upgrades on one port",
+    )
+    add("--root", type=Path, default=DEFAULT_ROOT, help="directory served by http and auto")
+    add(
+        "--backlog",
+        type=int,
+        default=None,
+        help=f"listen() backlog (default: the kernel's somaxconn, {somaxconn()} here)",
+    )
+    add(
+        "--idle-timeout",
+        type=float,
+        default=300.0,
+        help="close a connection silent for this many seconds (0: never)",
+    )
+    add(
+        "--max-connections",
+        type=int,
+        default=None,
+        help="connections per worker; more are accepted and closed at once "
+        "(default: the open-file limit minus a reserve)",
+    )
+    add(
+        "--max-send-buffer",
+        type=int,
+        default=DEFAULT_MAX_SEND_BUFFER,
+        help="bytes buffered per connection before the server stops reading from it",
+    )
+    add(
+        "--workers",
+        type=int,
+        default=1,
+        help="reactor processes sharing the port through SO_REUSEPORT "
+        "(one process holds at most its open-file limit of connections)",
+    )
+    add(
+        "--port-per-worker",
+        action="store_true",
+        help="worker i listens on --port + i instead of sharing one port",
+    )
+    add(
+        "--shutdown-timeout",
+        type=float,
+        default=5.0,
+        help="seconds a graceful stop (SIGTERM/SIGINT) waits for goodbyes before closing",
+    )
+    add(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="logging threshold (per-connection events are logged at debug)",
+    )
+    handlers.add_all_arguments(parser)
+    return parser
+
+
+def raise_fd_limit() -> tuple[int, int]:
+    """Raise the soft open-file limit to the hard one; return (soft, hard)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-file limit to %s: %s", hard, exc)
+    return soft, hard
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    options = parser.parse_args(argv)
+    configure_logging(options.log_level)
+    try:
+        module = handlers.load(options.proto)
+    except handlers.NotBuiltError as exc:
+        parser.error(str(exc))
+    if options.workers < 1:
+        parser.error("--workers must be at least 1")
+    options.fd_limit = raise_fd_limit()
+    return serve(options, module)

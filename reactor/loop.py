@@ -1,0 +1,754 @@
+"""The epoll reactor: the C design's ``qsreactor`` in Python.
+
+epoll facts this module relies on:
+- Level-triggered. An fd whose data we leave unread reports again on the next
+  poll, so one read per readiness is enough and a paused reader loses nothing.
+- ``epoll.poll(timeout, maxevents)``: the stdlib caps an unspecified maxevents
+  at FD_SETSIZE - 1 (1023), so the batch size is always passed explicitly.
+- EPOLLHUP and EPOLLERR are reported whatever mask is registered; a read or a
+  write then surfaces the error, so they are routed to whichever is armed.
+- Registration follows redis ``ae``: ``register`` when a connection's mask
+  goes 0 -> non-zero, ``modify`` on a change, ``unregister`` back at 0, and no
+  ``epoll_ctl`` at all when the mask is unchanged.
+
+Per-fd state lives in event blocks (the C ``qseventblock``): a flat list
+indexed by fd, grown 1024 slots at a time, so a lookup is one list index.
+Slots are preallocated ``Connection`` objects reused for the fd's next owner.
+
+Close order: unregister -> handler.on_close (I/O already disabled) -> clear
+the slot -> close the fd. The fd number is released last, so nothing can reuse
+it while its slot still holds the old connection. Within one poll batch a
+closed fd can still be reused by an ``accept`` that runs earlier in the batch;
+its stale event must not reach the new owner. A slot opened during the current
+batch carries the FRESH mark (its generation is "this batch"); events for it
+are skipped until the batch ends. That is the C design's generation check,
+kept in a flag bit so it costs no memory per connection.
+
+Output is written first and buffered only when the kernel refuses part of it;
+EPOLLOUT is armed only while output is pending (or a handler asked for it).
+"""
+
+from __future__ import annotations
+
+import errno
+import heapq
+import itertools
+import logging
+import os
+import select
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .handler import Handler
+
+log = logging.getLogger("reactor")
+
+EPOLLIN = select.EPOLLIN
+EPOLLOUT = select.EPOLLOUT
+EPOLL_FAULT = select.EPOLLHUP | select.EPOLLERR
+
+BLOCK_SIZE = 1024  # slots per event block, as the C design's qseventblock
+RECV_BUFFER_SIZE = 256 * 1024  # one read: large enough to batch many small frames
+MAX_EVENTS = 4096  # per poll; bounds the time before timers run again
+ACCEPT_BATCH = 256  # accepts per listener wakeup: drains bursts without starving reads
+DEFAULT_MAX_SEND_BUFFER = 4 * 1024 * 1024  # per-connection output bound before reads pause
+EMFILE_RETRY_DELAY = 0.25  # seconds without accepting after running out of fds
+LINGER_TIMEOUT = 2.0  # seconds a lingering close waits for the peer's FIN
+
+# Connection.flags bits.
+INTERNAL = 1  # a reactor-owned fd (listener, signal wakeup): conn.ctx.on_ready()
+FRESH = 2  # opened during the current poll batch: ignore this batch's events
+CLOSED = 4  # close() has run or is running: every call is a no-op
+DEAD = 8  # I/O disabled: closed, or a write failed and the close is pending
+PAUSED = 16  # the handler paused reading
+BACKPRESSURE = 32  # reading paused because the output buffer is over its limit
+CLOSE_AFTER_FLUSH = 64  # close (or linger) once the output buffer drains
+LINGER_REQUESTED = 128  # close_after_flush(linger=True): linger once drained
+LINGERING = 256  # output done and SHUT_WR sent; reading and discarding until EOF
+WANT_WRITE = 512  # the handler wants on_writable when the socket accepts more
+NO_READ = PAUSED | BACKPRESSURE | CLOSE_AFTER_FLUSH
+STALE = FRESH | DEAD  # events from this poll batch must not be delivered
+
+
+class Connection:
+    """One event slot (the C ``qsevent``), reused by successive owners of an fd.
+
+    Deliberately small: an idle connection costs this object and nothing else
+    (no dict, no socket object, no buffer). ``last_active`` holds the
+    reactor's whole-second clock; all connections active within the same
+    second share one int object.
+    """
+
+    __slots__ = ("fd", "mask", "flags", "handler", "ctx", "out", "last_active")
+    reactor: Reactor  # set on the per-reactor subclass, so no per-slot field
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.mask = 0
+        self.flags = 0
+        self.handler: Handler | None = None
+        self.ctx: Any = None
+        self.out: bytearray | None = None
+        self.last_active = 0
+
+    def __repr__(self) -> str:
+        return f"<Connection fd={self.fd} mask={self.mask:#x} flags={self.flags:#x}>"
+
+    @property
+    def closed(self) -> bool:
+        """True once I/O is over: closed, closing, or failed."""
+        return self.handler is None or bool(self.flags & DEAD)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Send now; buffer whatever the kernel does not take. Never raises:
+        a dead peer schedules this connection's close instead."""
+        self.reactor._write(self, data)
+
+    def sendfile(self, file_fd: int, offset: int, count: int) -> int | None:
+        """Send a file region without copying it through Python.
+
+        Returns the bytes sent (0 means end of file), or None when the socket
+        cannot take more now (on_writable follows) or the connection failed.
+        """
+        return self.reactor._sendfile(self, file_fd, offset, count)
+
+    def pending(self) -> int:
+        out = self.out
+        return len(out) if out else 0
+
+    def want_writable(self) -> None:
+        self.reactor._want_writable(self)
+
+    def pause_reading(self) -> None:
+        self.reactor._set_flag(self, PAUSED)
+
+    def resume_reading(self) -> None:
+        self.reactor._clear_flag(self, PAUSED)
+
+    def close(self) -> None:
+        """Close now, dropping buffered output."""
+        self.reactor.close(self)
+
+    def close_after_flush(self, linger: bool = False) -> None:
+        """Stop reading; close once buffered output is sent. With ``linger``
+        the write side is shut first and the peer's remaining input is read
+        and discarded until its FIN (bounded), so an error response is not
+        destroyed by a reset caused by unread request bytes."""
+        self.reactor._close_after_flush(self, linger)
+
+    def peer(self) -> Any:
+        """The peer's address, looked up on demand (costs a syscall)."""
+        sock = socket.socket(fileno=self.fd)
+        try:
+            return sock.getpeername()
+        finally:
+            sock.detach()
+
+
+class Timer:
+    """A scheduled callback; ``cancel()`` makes it a no-op."""
+
+    __slots__ = ("when", "callback", "args", "interval", "cancelled")
+
+    def __init__(self, when: float, callback: Callable[..., Any], args: tuple, interval: float):
+        self.when = when
+        self.callback = callback
+        self.args = args
+        self.interval = interval
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Listener:
+    """A listening socket and the handler its connections get."""
+
+    __slots__ = ("sock", "handler", "paused")
+
+    def __init__(self, sock: socket.socket, handler: Handler) -> None:
+        self.sock = sock
+        self.handler = handler
+        self.paused = False
+
+    def on_ready(self, reactor: Reactor, conn: Connection) -> None:
+        reactor._accept(conn)
+
+
+class SignalWaker:
+    """Turns SIGTERM/SIGINT into an epoll event (``signal.set_wakeup_fd``):
+    the first asks for a graceful stop, a second one stops at once."""
+
+    __slots__ = ("reader", "writer", "deadline")
+
+    def __init__(self, deadline: float) -> None:
+        self.reader, self.writer = socket.socketpair()
+        self.reader.setblocking(False)
+        self.writer.setblocking(False)
+        self.deadline = deadline
+
+    def on_ready(self, reactor: Reactor, conn: Connection) -> None:
+        try:
+            signums = self.reader.recv(64)
+        except (BlockingIOError, InterruptedError):
+            return
+        for signum in signums:
+            if reactor.stopping:
+                log.warning("signal %d again: stopping now", signum)
+                reactor.stop()
+            else:
+                log.info("signal %d: graceful stop (deadline %.1fs)", signum, self.deadline)
+                reactor.shutdown(self.deadline)
+
+
+class Reactor:
+    """One epoll instance, its event blocks, timers and listeners."""
+
+    def __init__(
+        self,
+        *,
+        max_connections: int | None = None,
+        idle_timeout: float | None = None,
+        max_send_buffer: int = DEFAULT_MAX_SEND_BUFFER,
+        max_events: int = MAX_EVENTS,
+    ) -> None:
+        self._epoll = select.epoll()
+        self._slot_type = type("Connection", (Connection,), {"__slots__": (), "reactor": self})
+        self._table: list[Connection] = []
+        self._fresh: list[Connection] = []
+        self._timers: list[tuple[float, int, Timer]] = []
+        self._timer_seq = itertools.count()
+        self._listeners: dict[int, Listener] = {}
+        self.recv_buffer = bytearray(RECV_BUFFER_SIZE)
+        self._recv_view = memoryview(self.recv_buffer)
+        self._iov = [self.recv_buffer]
+        self.max_connections = max_connections or _default_max_connections()
+        self.idle_timeout = idle_timeout
+        self.max_send_buffer = max_send_buffer
+        self.max_events = max_events
+        self.connection_count = 0
+        self.refused = 0
+        self.now = time.monotonic()
+        self.tick = int(self.now)
+        self._running = False
+        self.stopping = False
+        self._doomed: list[tuple[Connection, Handler | None, BaseException]] = []
+        if idle_timeout:
+            self.call_every(max(0.5, min(idle_timeout / 4, 5.0)), self._sweep_idle)
+
+    # ---- event blocks -------------------------------------------------
+
+    def slot(self, fd: int) -> Connection:
+        """The slot for ``fd``, growing the table by whole blocks as needed."""
+        table = self._table
+        if fd >= len(table):
+            self._grow(fd)
+        return table[fd]
+
+    def _grow(self, fd: int) -> None:
+        table, make = self._table, self._slot_type
+        blocks_needed = fd // BLOCK_SIZE + 1
+        while len(table) < blocks_needed * BLOCK_SIZE:
+            start = len(table)
+            table.extend(make(i) for i in range(start, start + BLOCK_SIZE))
+
+    @property
+    def block_count(self) -> int:
+        return len(self._table) // BLOCK_SIZE
+
+    def connections(self) -> Iterator[Connection]:
+        """Every open connection (listeners excluded)."""
+        for conn in self._table:
+            if conn.handler is not None and not conn.flags & (INTERNAL | CLOSED):
+                yield conn
+
+    # ---- mask bookkeeping (redis ae style) ----------------------------
+
+    def _update_mask(self, conn: Connection) -> None:
+        flags = conn.flags
+        if flags & DEAD:
+            mask = 0
+        else:
+            mask = EPOLLIN if not flags & NO_READ or flags & LINGERING else 0
+            if conn.out or flags & WANT_WRITE:
+                mask |= EPOLLOUT
+        old = conn.mask
+        if mask == old:
+            return
+        if old == 0:
+            self._epoll.register(conn.fd, mask)
+        elif mask == 0:
+            self._epoll.unregister(conn.fd)
+        else:
+            self._epoll.modify(conn.fd, mask)
+        conn.mask = mask
+
+    def _set_flag(self, conn: Connection, flag: int) -> None:
+        if not conn.closed:
+            conn.flags |= flag
+            self._update_mask(conn)
+
+    def _clear_flag(self, conn: Connection, flag: int) -> None:
+        if conn.flags & flag and not conn.closed:
+            conn.flags &= ~flag
+            self._update_mask(conn)
+
+    # ---- opening and closing ------------------------------------------
+
+    def add_connection(self, fd: int, handler: Handler, peer: Any = None) -> Connection:
+        """Adopt a connected, non-blocking socket fd (accepted or e.g. a socketpair)."""
+        conn = self.slot(fd)
+        if conn.handler is not None:
+            raise RuntimeError(f"fd {fd} is already registered")
+        conn.handler = handler
+        conn.flags = FRESH
+        conn.last_active = self.tick
+        self._fresh.append(conn)
+        self.connection_count += 1
+        self._update_mask(conn)
+        handler.on_open(conn, peer)
+        return conn
+
+    def close(self, conn: Connection, error: BaseException | None = None) -> None:
+        """Close a connection now (idempotent)."""
+        handler = conn.handler
+        if handler is None or conn.flags & CLOSED:
+            return
+        conn.flags |= CLOSED | DEAD
+        self._update_mask(conn)  # unregisters
+        try:
+            handler.on_close(conn, error)
+        except Exception:
+            log.exception("handler on_close failed for fd %d", conn.fd)
+        fd = conn.fd
+        conn.handler = conn.ctx = conn.out = None
+        conn.flags = conn.mask = 0
+        self.connection_count -= 1
+        try:
+            os.close(fd)
+        except OSError:
+            pass  # nothing left to release; the fd number is free either way
+
+    def _close_after_flush(self, conn: Connection, linger: bool) -> None:
+        if conn.closed or conn.flags & CLOSE_AFTER_FLUSH:
+            return
+        conn.flags |= CLOSE_AFTER_FLUSH | (LINGER_REQUESTED if linger else 0)
+        if conn.out:
+            self._update_mask(conn)  # stop reading, keep EPOLLOUT until drained
+        else:
+            self._flushed_before_close(conn)
+
+    def _flushed_before_close(self, conn: Connection) -> None:
+        if not conn.flags & LINGER_REQUESTED:
+            self.close(conn)
+            return
+        sock = socket.socket(fileno=conn.fd)
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            self.close(conn, exc)
+            return
+        finally:
+            sock.detach()
+        conn.flags = (conn.flags | LINGERING) & ~(WANT_WRITE | LINGER_REQUESTED)
+        self._update_mask(conn)
+        self.call_later(LINGER_TIMEOUT, self._linger_expired, conn, conn.handler)
+
+    def _linger_expired(self, conn: Connection, handler: Handler) -> None:
+        # Same slot, same owner and still lingering: the peer never sent FIN.
+        if conn.handler is handler and conn.flags & LINGERING:
+            self.close(conn)
+
+    def _schedule_close(self, conn: Connection, error: BaseException) -> None:
+        """A write failed (peer reset or gone). Closing right away could pull
+        state out from under a handler that is still running, so I/O stops now
+        and the close runs at the end of the current dispatch."""
+        if conn.closed:
+            return
+        conn.out = None
+        conn.flags |= DEAD
+        self._update_mask(conn)
+        self._doomed.append((conn, conn.handler, error))
+
+    def _reap_doomed(self) -> None:
+        doomed, self._doomed = self._doomed, []
+        for conn, handler, error in doomed:
+            if conn.handler is handler:
+                self.close(conn, error)
+
+    # ---- output ---------------------------------------------------------
+
+    def _write(self, conn: Connection, data: bytes | bytearray | memoryview) -> None:
+        if conn.flags & DEAD or conn.handler is None:
+            return
+        out = conn.out
+        if out:  # keep order: queue behind what is already waiting
+            out += data
+            self._check_backpressure(conn, out)
+            return
+        try:
+            sent = os.write(conn.fd, data)
+        except BlockingIOError:
+            sent = 0
+        except InterruptedError:
+            sent = 0
+        except OSError as exc:
+            self._schedule_close(conn, exc)
+            return
+        if sent < len(data):
+            conn.out = out = bytearray(memoryview(data)[sent:])
+            self._update_mask(conn)  # arms EPOLLOUT
+            self._check_backpressure(conn, out)
+
+    def _check_backpressure(self, conn: Connection, out: bytearray) -> None:
+        if len(out) > self.max_send_buffer and not conn.flags & BACKPRESSURE:
+            conn.flags |= BACKPRESSURE
+            self._update_mask(conn)
+
+    def _sendfile(self, conn: Connection, file_fd: int, offset: int, count: int) -> int | None:
+        if conn.closed:
+            return None
+        if conn.out:  # buffered bytes go first
+            return None
+        try:
+            sent = os.sendfile(conn.fd, file_fd, offset, count)
+            conn.last_active = self.tick
+            return sent
+        except (BlockingIOError, InterruptedError):
+            self._want_writable(conn)
+            return None
+        except OSError as exc:
+            self._schedule_close(conn, exc)
+            return None
+
+    def _want_writable(self, conn: Connection) -> None:
+        if not conn.closed and not conn.flags & WANT_WRITE:
+            conn.flags |= WANT_WRITE
+            self._update_mask(conn)
+
+    def _on_writable(self, conn: Connection) -> None:
+        """EPOLLOUT: flush buffered output, then let the handler produce more."""
+        out = conn.out
+        if out:
+            try:
+                sent = os.write(conn.fd, out)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self.close(conn, exc)
+                return
+            del out[:sent]  # O(1): CPython bytearrays drop a prefix by moving their start
+            conn.last_active = self.tick  # progress counts as activity (slow readers)
+            if out:
+                return
+            conn.out = None
+        flags = conn.flags
+        if flags & CLOSE_AFTER_FLUSH:
+            if not flags & LINGERING:
+                self._flushed_before_close(conn)
+            return
+        conn.flags = flags & ~(BACKPRESSURE | WANT_WRITE)
+        self._update_mask(conn)
+        conn.handler.on_writable(conn)
+
+    # ---- input ----------------------------------------------------------
+
+    def _on_readable(self, conn: Connection) -> None:
+        try:
+            received = os.readv(conn.fd, self._iov)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:  # ECONNRESET, ETIMEDOUT...: this connection only
+            self.close(conn, exc)
+            return
+        conn.last_active = self.tick
+        if conn.flags & LINGERING:
+            if received == 0:
+                self.close(conn)
+            return  # lingering: discard what the peer still sends
+        if received == 0:
+            conn.handler.on_eof(conn)
+            return
+        conn.handler.on_data(conn, self._recv_view[:received])
+
+    # ---- listening and accepting ---------------------------------------
+
+    def listen(
+        self,
+        host: str,
+        port: int,
+        handler: Handler,
+        *,
+        backlog: int | None = None,
+        reuse_port: bool = False,
+    ) -> socket.socket:
+        """Bind, listen and accept connections for ``handler``."""
+        sock = create_listener(host, port, backlog=backlog, reuse_port=reuse_port)
+        self.add_listener(sock, handler)
+        return sock
+
+    def add_listener(self, sock: socket.socket, handler: Handler) -> None:
+        """Accept on an already listening socket (it is made non-blocking)."""
+        sock.setblocking(False)
+        listener = Listener(sock, handler)
+        self._listeners[sock.fileno()] = listener
+        self._add_internal(sock.fileno(), listener)
+
+    def _add_internal(self, fd: int, owner: Any) -> None:
+        conn = self.slot(fd)
+        conn.handler = Handler()  # never called: marks the slot as taken
+        conn.flags = INTERNAL
+        conn.ctx = owner
+        self._update_mask(conn)
+
+    def _accept(self, lconn: Connection) -> None:
+        """Drain the accept queue, at most ACCEPT_BATCH per wakeup."""
+        listener: Listener = lconn.ctx
+        accept = listener.sock._accept  # (fd, address): no socket object per connection
+        for _ in range(ACCEPT_BATCH):
+            try:
+                fd, peer = accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if self._accept_failed(lconn, exc):
+                    return
+                continue
+            if self.connection_count >= self.max_connections:
+                self._refuse(fd)
+                continue
+            os.set_blocking(fd, False)
+            self.add_connection(fd, listener.handler, peer)
+
+    def _accept_failed(self, lconn: Connection, exc: OSError) -> bool:
+        """Handle an accept error; True means stop accepting for now."""
+        if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+            # Out of fds or memory: the backlog stays readable, so a level-
+            # triggered listener would spin. Stop listening and retry later.
+            log.warning("accept: %s; pausing accepts for %.2fs", exc.strerror, EMFILE_RETRY_DELAY)
+            self._pause_accepting(lconn)
+            return True
+        if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
+            return False  # that one connection died in the queue; take the next
+        log.error("accept failed: %s", exc)
+        return True
+
+    def _pause_accepting(self, lconn: Connection) -> None:
+        listener: Listener = lconn.ctx
+        if listener.paused:
+            return
+        listener.paused = True
+        lconn.flags |= PAUSED
+        self._update_mask(lconn)
+        self.call_later(EMFILE_RETRY_DELAY, self._resume_accepting, lconn, listener)
+
+    def _resume_accepting(self, lconn: Connection, listener: Listener) -> None:
+        if lconn.ctx is listener and listener.paused and not self.stopping:
+            listener.paused = False
+            lconn.flags &= ~PAUSED
+            self._update_mask(lconn)
+
+    def _refuse(self, fd: int) -> None:
+        # At --max-connections: close at once so the client learns now rather
+        # than after a connect timeout.
+        os.close(fd)
+        self.refused += 1
+        if self.refused & (self.refused - 1) == 0:  # log at 1, 2, 4, 8...: never floods
+            log.warning(
+                "at max connections (%d): refused %d so far", self.max_connections, self.refused
+            )
+
+    def close_listeners(self) -> None:
+        for fd, listener in list(self._listeners.items()):
+            self._release_internal(fd)
+            listener.sock.close()
+        self._listeners.clear()
+
+    def _release_internal(self, fd: int) -> None:
+        conn = self._table[fd]
+        if conn.mask:
+            self._epoll.unregister(fd)
+        conn.handler = conn.ctx = None
+        conn.flags = conn.mask = 0
+
+    # ---- timers -----------------------------------------------------------
+
+    def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> Timer:
+        timer = Timer(time.monotonic() + delay, callback, args, 0.0)
+        heapq.heappush(self._timers, (timer.when, next(self._timer_seq), timer))
+        return timer
+
+    def call_every(self, interval: float, callback: Callable[..., Any], *args: Any) -> Timer:
+        timer = Timer(time.monotonic() + interval, callback, args, interval)
+        heapq.heappush(self._timers, (timer.when, next(self._timer_seq), timer))
+        return timer
+
+    def _run_timers(self) -> None:
+        timers, now = self._timers, self.now
+        while timers and timers[0][0] <= now:
+            timer = heapq.heappop(timers)[2]
+            if timer.cancelled:
+                continue
+            if timer.interval:
+                timer.when = now + timer.interval
+                heapq.heappush(timers, (timer.when, next(self._timer_seq), timer))
+            try:
+                timer.callback(*timer.args)
+            except Exception:
+                log.exception("timer callback %r failed", timer.callback)
+            if self._doomed:
+                self._reap_doomed()
+
+    def _poll_timeout(self) -> float:
+        timers = self._timers
+        while timers and timers[0][2].cancelled:
+            heapq.heappop(timers)
+        if not timers:
+            return 1.0
+        return min(1.0, max(0.0, timers[0][0] - time.monotonic()))
+
+    def _sweep_idle(self) -> None:
+        """Close connections silent for longer than idle_timeout."""
+        limit = self.tick - self.idle_timeout
+        for conn in self._table:
+            if conn.handler is not None and conn.last_active < limit and not conn.flags & INTERNAL:
+                log.debug("fd %d idle for over %ss: closing", conn.fd, self.idle_timeout)
+                self.close(conn, TimeoutError("idle timeout"))
+
+    def _update_clock(self) -> None:
+        self.now = now = time.monotonic()
+        tick = int(now)
+        if tick != self.tick:  # one shared int per second for every last_active
+            self.tick = tick
+
+    # ---- the loop -----------------------------------------------------------
+
+    def run(self) -> None:
+        """Dispatch events until stop(), or until a shutdown has closed everything."""
+        self._running = True
+        poll, table, fresh = self._epoll.poll, self._table, self._fresh
+        read_ready, write_ready = EPOLLIN | EPOLL_FAULT, EPOLLOUT | EPOLL_FAULT
+        while self._running:
+            for conn in fresh:  # registered before this poll: their events are theirs
+                conn.flags &= ~FRESH
+            fresh.clear()
+            events = poll(self._poll_timeout(), self.max_events)
+            self._update_clock()
+            for fd, ev in events:
+                conn = table[fd]
+                if conn.flags & (STALE | INTERNAL) or conn.handler is None:
+                    if conn.flags & INTERNAL and not conn.flags & FRESH:
+                        conn.ctx.on_ready(self, conn)
+                    continue
+                try:
+                    if ev & read_ready and conn.mask & EPOLLIN:
+                        self._on_readable(conn)
+                    if ev & write_ready and conn.mask & EPOLLOUT and not conn.flags & STALE:
+                        self._on_writable(conn)
+                except Exception as exc:
+                    self._handler_failed(conn, exc)
+                if self._doomed:
+                    self._reap_doomed()
+            self._run_timers()
+            if self.stopping and self.connection_count == 0:
+                break
+        self._running = False
+
+    def _handler_failed(self, conn: Connection, exc: Exception) -> None:
+        # One log record with the traceback; only this connection pays.
+        log.error("handler failed on fd %d; closing that connection", conn.fd, exc_info=exc)
+        self.close(conn, exc)
+
+    def stop(self) -> None:
+        """Leave run() after the current batch; connections stay as they are."""
+        self._running = False
+
+    def shutdown(self, timeout: float) -> None:
+        """Graceful stop: no new connections, handlers say goodbye, whatever
+        is still open after ``timeout`` seconds is closed, then run() returns."""
+        if self.stopping:
+            return
+        self.stopping = True
+        self.close_listeners()
+        for conn in list(self.connections()):
+            try:
+                conn.handler.on_shutdown(conn)
+            except Exception as exc:
+                self._handler_failed(conn, exc)
+        self._reap_doomed()
+        self.call_later(timeout, self._force_close_all)
+
+    def _force_close_all(self) -> None:
+        for conn in list(self.connections()):
+            self.close(conn, TimeoutError("shutdown deadline"))
+        self.stop()
+
+    def install_signal_handlers(self, shutdown_timeout: float) -> None:
+        """SIGTERM/SIGINT start a graceful shutdown through the event loop."""
+        waker = SignalWaker(shutdown_timeout)
+        signal.set_wakeup_fd(waker.writer.fileno(), warn_on_full_buffer=False)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, _ignore_signal)  # the wakeup fd carries it
+        self._signal_waker = waker
+        self._add_internal(waker.reader.fileno(), waker)
+
+    def dispose(self) -> None:
+        """Release everything: connections, listeners, the signal waker, epoll."""
+        for conn in list(self.connections()):
+            self.close(conn)
+        self.close_listeners()
+        waker = getattr(self, "_signal_waker", None)
+        if waker is not None:
+            signal.set_wakeup_fd(-1)
+            self._release_internal(waker.reader.fileno())
+            waker.reader.close()
+            waker.writer.close()
+        self._epoll.close()
+
+
+def _ignore_signal(signum: int, frame: Any) -> None:
+    """Python-level no-op: the C handler already wrote signum to the wakeup fd."""
+
+
+def create_listener(
+    host: str, port: int, *, backlog: int | None = None, reuse_port: bool = False
+) -> socket.socket:
+    """A listening TCP socket (IPv4 or IPv6 by the host's form)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        # Accepted sockets inherit TCP_NODELAY on Linux: no setsockopt per accept.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((host, port))
+        sock.listen(backlog if backlog is not None else somaxconn())
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def somaxconn() -> int:
+    """The kernel's accept-queue cap (listen() silently clamps to it)."""
+    try:
+        with open("/proc/sys/net/core/somaxconn") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return socket.SOMAXCONN
+
+
+def _default_max_connections() -> int:
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 20
+    return max(16, soft - FD_RESERVE)
+
+
+FD_RESERVE = 32  # fds kept free for listeners, epoll, logs and files being served
