@@ -49,6 +49,8 @@ log = logging.getLogger("reactor")
 EPOLLIN = select.EPOLLIN
 EPOLLOUT = select.EPOLLOUT
 EPOLL_FAULT = select.EPOLLHUP | select.EPOLLERR
+READ_READY = EPOLLIN | EPOLL_FAULT  # faults surface through read() when reading is armed
+WRITE_READY = EPOLLOUT | EPOLL_FAULT  # ... or through write() when only EPOLLOUT is
 
 BLOCK_SIZE = 1024  # slots per event block, as the C design's qseventblock
 RECV_BUFFER_SIZE = 256 * 1024  # one read: large enough to batch many small frames
@@ -629,33 +631,37 @@ class Reactor:
     def run(self) -> None:
         """Dispatch events until stop(), or until a shutdown has closed everything."""
         self._running = True
-        poll, table, fresh = self._epoll.poll, self._table, self._fresh
-        read_ready, write_ready = EPOLLIN | EPOLL_FAULT, EPOLLOUT | EPOLL_FAULT
-        while self._running:
-            for conn in fresh:  # registered before this poll: their events are theirs
-                conn.flags &= ~FRESH
-            fresh.clear()
-            events = poll(self._poll_timeout(), self.max_events)
-            self._update_clock()
-            for fd, ev in events:
-                conn = table[fd]
-                if conn.flags & (STALE | INTERNAL) or conn.handler is None:
-                    if conn.flags & INTERNAL and not conn.flags & FRESH:
-                        conn.ctx.on_ready(self, conn)
-                    continue
-                try:
-                    if ev & read_ready and conn.mask & EPOLLIN:
-                        self._on_readable(conn)
-                    if ev & write_ready and conn.mask & EPOLLOUT and not conn.flags & STALE:
-                        self._on_writable(conn)
-                except Exception as exc:
-                    self._handler_failed(conn, exc)
-                if self._doomed:
-                    self._reap_doomed()
-            self._run_timers()
-            if self.stopping and self.connection_count == 0:
-                break
+        while self._running and not (self.stopping and self.connection_count == 0):
+            self.run_once(self._poll_timeout())
         self._running = False
+
+    def run_once(self, timeout: float = 0.0) -> int:
+        """One poll batch, its callbacks and the timers due; returns the event count."""
+        fresh, table = self._fresh, self._table
+        if self._doomed:  # failed writes made outside a dispatch (e.g. in a timer)
+            self._reap_doomed()
+        for conn in fresh:  # registered before this poll: their events are theirs
+            conn.flags &= ~FRESH
+        fresh.clear()
+        events = self._epoll.poll(timeout, self.max_events)
+        self._update_clock()
+        for fd, ev in events:
+            conn = table[fd]
+            if conn.flags & (STALE | INTERNAL) or conn.handler is None:
+                if conn.flags & INTERNAL and not conn.flags & FRESH:
+                    conn.ctx.on_ready(self, conn)
+                continue
+            try:
+                if ev & READ_READY and conn.mask & EPOLLIN:
+                    self._on_readable(conn)
+                if ev & WRITE_READY and conn.mask & EPOLLOUT and not conn.flags & STALE:
+                    self._on_writable(conn)
+            except Exception as exc:
+                self._handler_failed(conn, exc)
+            if self._doomed:
+                self._reap_doomed()
+        self._run_timers()
+        return len(events)
 
     def _handler_failed(self, conn: Connection, exc: Exception) -> None:
         # One log record with the traceback; only this connection pays.

@@ -1,0 +1,404 @@
+"""The reactor core in-process: event blocks, masks, output, faults, timers.
+
+Driven with socketpairs and `run_once`, so every step is deterministic.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import struct
+import sys
+import time
+
+import pytest
+
+from reactor.handler import Handler
+from reactor.handlers.echo import EchoHandler
+from reactor.loop import (
+    BACKPRESSURE,
+    BLOCK_SIZE,
+    EPOLLIN,
+    EPOLLOUT,
+    Connection,
+    Reactor,
+)
+
+
+class Recorder(Handler):
+    """Collects what the reactor tells it."""
+
+    def __init__(self) -> None:
+        self.data: dict[int, bytearray] = {}
+        self.opened: list[Connection] = []
+        self.closed: list[tuple[int, BaseException | None]] = []
+        self.writable = 0
+
+    def on_open(self, conn, peer):
+        self.opened.append(conn)
+        self.data[conn.fd] = bytearray()
+
+    def on_data(self, conn, data):
+        self.data[conn.fd] += data
+
+    def on_writable(self, conn):
+        self.writable += 1
+
+    def on_close(self, conn, error):
+        self.closed.append((conn.fd, error))
+
+
+@pytest.fixture
+def reactor():
+    r = Reactor()
+    yield r
+    r.dispose()
+
+
+def pump(reactor: Reactor, until, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not until():
+        assert time.monotonic() < deadline, "condition not reached"
+        reactor.run_once(0.01)
+
+
+def pair(reactor: Reactor, handler: Handler, fd: int | None = None):
+    """A socketpair: one end adopted by the reactor (optionally at a chosen fd)."""
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    raw = ours.detach()
+    assert fd is None or theirs.fileno() != fd
+    if fd is not None and fd != raw:
+        os.dup2(raw, fd)
+        os.close(raw)
+        os.set_blocking(fd, False)
+        raw = fd
+    return reactor.add_connection(raw, handler), theirs
+
+
+def fill(sock: socket.socket) -> int:
+    """Write until the kernel refuses: the next write from the other side blocks."""
+    sock.setblocking(False)
+    total = 0
+    try:
+        while True:
+            total += sock.send(b"x" * 65536)
+    except BlockingIOError:
+        return total
+
+
+class CountingEpoll:
+    """Wraps select.epoll to count epoll_ctl calls."""
+
+    def __init__(self, real) -> None:
+        self.real = real
+        self.calls: list[tuple[str, int, int]] = []
+
+    def register(self, fd, mask):
+        self.calls.append(("register", fd, mask))
+        self.real.register(fd, mask)
+
+    def modify(self, fd, mask):
+        self.calls.append(("modify", fd, mask))
+        self.real.modify(fd, mask)
+
+    def unregister(self, fd):
+        self.calls.append(("unregister", fd, 0))
+        self.real.unregister(fd)
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def test_event_blocks_cross_block_boundaries(reactor):
+    handler = Recorder()
+    wanted = [1023, 1024, 2047, 2048, 2049]
+    peers = {}
+    for fd in wanted:
+        conn, peer = pair(reactor, handler, fd)
+        assert conn.fd == fd and reactor.slot(fd) is conn
+        peers[fd] = peer
+    assert reactor.block_count == 3  # grown by whole blocks of 1024
+    assert len(reactor._table) == 3 * BLOCK_SIZE
+    for fd, peer in peers.items():
+        peer.sendall(b"to %d" % fd)
+    pump(reactor, lambda: all(handler.data[fd] == b"to %d" % fd for fd in wanted))
+    for peer in peers.values():
+        peer.close()
+
+
+def test_slots_are_small_and_dictless(reactor):
+    conn = reactor.slot(5)
+    assert not hasattr(conn, "__dict__")
+    assert sys.getsizeof(conn) <= 100
+    assert type(conn).reactor is reactor  # the reactor is a class attribute, not a field
+
+
+def test_epoll_ctl_only_when_the_mask_changes(reactor):
+    reactor._epoll = counting = CountingEpoll(reactor._epoll)
+    conn, peer = pair(reactor, Recorder())
+    fd = conn.fd
+    assert counting.calls == [("register", fd, EPOLLIN)]
+    conn.write(b"a" * (2 << 20))  # over the socket buffer, under max_send_buffer
+    assert conn.pending() > 0
+    conn.write(b"b" * 1000)  # queued behind: no epoll_ctl
+    assert counting.calls[1:] == [("modify", fd, EPOLLIN | EPOLLOUT)]
+    received = bytearray()
+    peer.setblocking(False)
+
+    def drained():
+        try:
+            received.extend(peer.recv(1 << 20))
+        except BlockingIOError:
+            pass
+        return conn.pending() == 0
+
+    pump(reactor, drained)
+    assert counting.calls[2:] == [("modify", fd, EPOLLIN)]
+    conn.close()
+    assert counting.calls[3:] == [("unregister", fd, 0)]
+    peer.close()
+
+
+def test_partial_writes_keep_their_offset(reactor):
+    conn, peer = pair(reactor, Recorder())
+    chunks = [struct.pack(">I", i) * 4096 for i in range(600)]  # 9.8 MB, every chunk distinct
+    for chunk in chunks:
+        conn.write(chunk)
+    expected = b"".join(chunks)
+    assert conn.pending() > 0
+    received = bytearray()
+    peer.setblocking(False)
+
+    def got_all():
+        try:
+            received.extend(peer.recv(1 << 20))
+        except BlockingIOError:
+            pass
+        return len(received) >= len(expected)
+
+    pump(reactor, got_all, timeout=20)
+    assert received == expected
+    peer.close()
+
+
+def test_backpressure_pauses_reading_until_drained():
+    reactor = Reactor(max_send_buffer=256 * 1024)
+    try:
+        conn, peer = pair(reactor, EchoHandler())
+        sent = 0
+
+        def peer_keeps_writing():  # ... and never reads
+            nonlocal sent
+            sent += fill(peer)
+            return conn.flags & BACKPRESSURE
+
+        pump(reactor, peer_keeps_writing)
+        sent += fill(peer)
+        for _ in range(20):  # paused: the server takes nothing more
+            reactor.run_once(0.01)
+        assert fill(peer) == 0
+        assert not conn.mask & EPOLLIN and conn.mask & EPOLLOUT
+        assert conn.pending() <= 256 * 1024 + len(reactor.recv_buffer)
+        echoed = bytearray()
+
+        def all_back():
+            try:
+                echoed.extend(peer.recv(1 << 20))
+            except BlockingIOError:
+                pass
+            return len(echoed) >= sent
+
+        pump(reactor, all_back, timeout=20)
+        assert len(echoed) == sent and not conn.flags & BACKPRESSURE
+        assert conn.mask == EPOLLIN
+        peer.close()
+    finally:
+        reactor.dispose()
+
+
+class Reuser(Handler):
+    """On its first data, closes the other connection and opens a new one
+    that takes the freed fd number: all inside one poll batch."""
+
+    def __init__(self, reactor: Reactor) -> None:
+        self.reactor = reactor
+        self.conns: list[Connection] = []
+        self.done = False
+        self.new_handler = Recorder()
+        self.new_peer: socket.socket | None = None
+        self.got: list[int] = []
+
+    def on_data(self, conn, data):
+        self.got.append(conn.fd)
+        if self.done:
+            return
+        self.done = True
+        other = next(c for c in self.conns if c is not conn)
+        freed = other.fd
+        other.close()
+        _, self.new_peer = pair(self.reactor, self.new_handler, freed)
+        self.reused_fd = freed
+
+
+def test_fd_reuse_inside_one_batch_is_not_misrouted(reactor):
+    handler = Reuser(reactor)
+    a, peer_a = pair(reactor, handler)
+    b, peer_b = pair(reactor, handler)
+    handler.conns = [a, b]
+    peer_a.sendall(b"1")
+    peer_b.sendall(b"2")
+    time.sleep(0.05)
+    reactor.run_once(0.5)  # both events in one batch; the first handled closes the other
+    assert handler.done
+    assert reactor.slot(handler.reused_fd).handler is handler.new_handler
+    assert handler.new_handler.data[handler.reused_fd] == b""  # the stale event was dropped
+    assert len(handler.got) == 1
+    handler.new_peer.sendall(b"fresh")
+    pump(reactor, lambda: handler.new_handler.data[handler.reused_fd] == b"fresh")
+    for sock in (peer_a, peer_b, handler.new_peer):
+        sock.close()
+
+
+class Boom(Handler):
+    def on_data(self, conn, data):
+        if bytes(data) == b"boom":
+            raise ValueError("handler bug")
+        conn.write(data)
+
+
+def test_handler_exception_closes_only_that_connection(reactor, caplog):
+    caplog.set_level(logging.ERROR, logger="reactor")
+    bad, bad_peer = pair(reactor, Boom())
+    good, good_peer = pair(reactor, Boom())
+    bad_peer.sendall(b"boom")
+    good_peer.sendall(b"ping")
+    pump(reactor, lambda: bad.handler is None)
+    assert bad_peer.recv(10) == b""  # closed: EOF
+    assert good_peer.recv(10) == b"ping"
+    good_peer.sendall(b"still here")
+    good_peer.settimeout(5)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        reactor.run_once(0.01)
+        try:
+            good_peer.setblocking(False)
+            assert good_peer.recv(100) == b"still here"
+            break
+        except BlockingIOError:
+            continue
+    records = [r for r in caplog.records if r.exc_info]
+    assert len(records) == 1 and "handler bug" in str(records[0].exc_info[1])
+    assert reactor.connection_count == 1
+    bad_peer.close()
+    good_peer.close()
+
+
+def test_reset_and_eof_close_only_their_connection(reactor):
+    listener = reactor.listen("127.0.0.1", 0, EchoHandler())
+    address = listener.getsockname()
+    clients = [socket.create_connection(address) for _ in range(3)]
+    pump(reactor, lambda: reactor.connection_count == 3)
+    rst, fin, keep = clients
+    rst.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    rst.close()  # RST instead of FIN
+    fin.shutdown(socket.SHUT_WR)
+    pump(reactor, lambda: reactor.connection_count == 1)
+    keep.sendall(b"alive")
+    keep.setblocking(False)
+    got = bytearray()
+
+    def echoed():
+        try:
+            got.extend(keep.recv(100))
+        except BlockingIOError:
+            pass
+        return got == b"alive"
+
+    pump(reactor, echoed)
+    fin.close()
+    keep.close()
+
+
+def test_write_to_a_vanished_peer_closes_quietly(reactor):
+    handler = Recorder()
+    conn, peer = pair(reactor, handler)
+    peer.close()
+    conn.write(b"x" * 100000)  # EPIPE: the close is deferred, write never raises
+    conn.write(b"more")  # no-op once dead
+    pump(reactor, lambda: handler.closed)
+    assert isinstance(handler.closed[0][1], OSError)
+
+
+def test_timers_fire_in_order_and_cancel(reactor):
+    fired = []
+    reactor.call_later(0.05, fired.append, "second")
+    reactor.call_later(0.01, fired.append, "first")
+    cancelled = reactor.call_later(0.02, fired.append, "never")
+    cancelled.cancel()
+    ticks = reactor.call_every(0.01, fired.append, "tick")
+    pump(reactor, lambda: "second" in fired)
+    ticks.cancel()
+    assert fired.index("first") < fired.index("second")
+    assert "never" not in fired and fired.count("tick") >= 2
+
+
+def test_idle_connections_are_closed():
+    reactor = Reactor(idle_timeout=1)
+    try:
+        handler = Recorder()
+        idle, idle_peer = pair(reactor, handler)
+        busy, busy_peer = pair(reactor, handler)
+        deadline = time.monotonic() + 6
+        while not handler.closed and time.monotonic() < deadline:
+            busy_peer.sendall(b".")
+            reactor.run_once(0.1)
+        assert [fd for fd, _ in handler.closed] == [idle.fd]
+        assert isinstance(handler.closed[0][1], TimeoutError)
+        assert busy.handler is handler
+        idle_peer.close()
+        busy_peer.close()
+    finally:
+        reactor.dispose()
+
+
+def test_lingering_close_delivers_output_then_waits_for_fin(reactor):
+    handler = Recorder()
+    conn, peer = pair(reactor, handler)
+    peer.sendall(b"unread request bytes")
+    conn.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+    conn.close_after_flush(linger=True)
+    peer.settimeout(5)
+    assert recv_all(peer) == b"HTTP/1.1 400 Bad Request\r\n\r\n"  # then EOF (SHUT_WR)
+    assert conn.handler is handler  # still lingering: reading and discarding
+    peer.sendall(b"more junk")
+    peer.close()
+    pump(reactor, lambda: handler.closed)
+
+
+def recv_all(sock):
+    data = bytearray()
+    while chunk := sock.recv(65536):
+        data += chunk
+    return bytes(data)
+
+
+def test_graceful_shutdown_asks_handlers_then_returns(reactor):
+    class Polite(Recorder):
+        def on_shutdown(self, conn):
+            conn.write(b"bye")
+            conn.close_after_flush()
+
+    handler = Polite()
+    _, peer = pair(reactor, handler)
+    listener = reactor.listen("127.0.0.1", 0, handler)
+    port = listener.getsockname()[1]
+    reactor.call_later(0.05, reactor.shutdown, 2.0)
+    started = time.monotonic()
+    reactor.run()
+    assert time.monotonic() - started < 2
+    peer.settimeout(5)
+    assert recv_all(peer) == b"bye"
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2)
