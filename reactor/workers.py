@@ -50,6 +50,7 @@ def run_worker(
     sock = reactor.listen(
         options.host, port, handler, backlog=options.backlog, reuse_port=reuse_port
     )
+    reactor.install_signal_handlers(options.shutdown_timeout)
     host, bound_port = sock.getsockname()[:2]
     soft, hard = options.fd_limit
     log.info(
@@ -62,7 +63,6 @@ def run_worker(
         soft,
         hard,
     )
-    reactor.install_signal_handlers(options.shutdown_timeout)
     try:
         reactor.run()
     finally:

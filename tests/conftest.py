@@ -1,86 +1,11 @@
-"""Shared fixtures: real server subprocesses and small socket helpers."""
+"""Shared fixtures (helpers live in testkit.py, on sys.path via pytest's `pythonpath`)."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import re
-import signal
-import socket
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parent.parent
-LISTENING = re.compile(r"listening on (\S+):(\d+)")
-
-
-class ServerProcess:
-    """A `python -m reactor` subprocess whose stderr is collected line by line."""
-
-    def __init__(self, args: list[str], *, workers: int = 1, preexec_fn=None, cwd=None) -> None:
-        cmd = [sys.executable, "-m", "reactor", "--host", "127.0.0.1", "--port", "0", *args]
-        self.proc = subprocess.Popen(
-            cmd,
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            text=True,
-            preexec_fn=preexec_fn,
-            cwd=cwd or REPO,
-        )
-        self.pid = self.proc.pid
-        self.lines: list[str] = []
-        self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._collect, daemon=True)
-        self._reader.start()
-        ready = self.wait_for_log(LISTENING, count=workers, timeout=15)
-        self.port = int(LISTENING.search(ready[0]).group(2))
-
-    def _collect(self) -> None:
-        for line in self.proc.stderr:
-            with self._cond:
-                self.lines.append(line.rstrip("\n"))
-                self._cond.notify_all()
-        with self._cond:
-            self._cond.notify_all()
-
-    def wait_for_log(self, pattern: str | re.Pattern, *, count: int = 1, timeout: float = 10):
-        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                found = [line for line in self.lines if regex.search(line)]
-                if len(found) >= count:
-                    return found
-                left = deadline - time.monotonic()
-                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
-                    raise AssertionError(
-                        f"no {count}x {regex.pattern!r} in server log:\n" + "\n".join(self.lines)
-                    )
-                self._cond.wait(min(left, 0.2))
-
-    def log_text(self) -> str:
-        with self._cond:
-            return "\n".join(self.lines)
-
-    def connect(self, timeout: float = 10) -> socket.socket:
-        return socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
-
-    def stop(self, timeout: float = 15) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._reader.join(5)
-        return self.proc.returncode
+from testkit import ServerProcess
 
 
 @pytest.fixture
@@ -95,56 +20,3 @@ def server_factory() -> Iterator:
     yield start
     for server in started:
         server.stop()
-
-
-def recv_exactly(sock: socket.socket, size: int) -> bytes:
-    chunks, got = [], 0
-    while got < size:
-        chunk = sock.recv(min(size - got, 1 << 20))
-        if not chunk:
-            raise ConnectionError(f"EOF after {got} of {size} bytes")
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks)
-
-
-def recv_until_eof(sock: socket.socket) -> bytes:
-    chunks = []
-    while chunk := sock.recv(1 << 20):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def fd_count(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
-
-
-def children(pid: int) -> list[int]:
-    with contextlib.suppress(OSError):
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(p) for p in f.read().split()]
-    return []
-
-
-def wait_until(predicate, timeout: float = 10, interval: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
