@@ -6,6 +6,7 @@ source folder is imported directly (the repository root on sys.path) after a
 non-editable install, extend_path adds the installed copy of the package to
 __path__ so those subpackages (and the compiled cffi module) are still found.
 """
+
 from pkgutil import extend_path
 
 __path__ = extend_path(__path__, __name__)

@@ -1,0 +1,113 @@
+"""Layering and packaging rules from docs/DESIGN.md, checked on the source."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from testkit import REPO
+
+CORE = REPO / "reactor"
+# Composition roots may import every layer; the rest of reactor/ is the core.
+COMPOSITION = {"cli.py", "__main__.py"}
+
+
+def imported_modules(path: Path, package: str) -> set[str]:
+    """Absolute names of everything a module imports (relative imports resolved)."""
+    tree = ast.parse(path.read_text(), str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{base}" if base else parent
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+def python_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*.py") if "csrc" not in p.parts)
+
+
+def core_files() -> list[Path]:
+    return [
+        p
+        for p in python_files(CORE)
+        if p.name not in COMPOSITION
+        and "handlers" not in p.relative_to(CORE).parts
+        and not p.resolve().is_relative_to(REPO / "ws")
+        and not p.resolve().is_relative_to(REPO / "http")
+        and not p.resolve().is_relative_to(REPO / "html")
+    ]
+
+
+def forbidden(names: set[str], prefixes: tuple[str, ...]) -> set[str]:
+    return {n for n in names if any(n == p or n.startswith(p + ".") for p in prefixes)}
+
+
+@pytest.mark.parametrize("path", core_files(), ids=lambda p: str(p.relative_to(REPO)))
+def test_reactor_core_imports_no_protocol(path):
+    names = imported_modules(path, "reactor")
+    assert not forbidden(names, ("reactor.ws", "reactor.http", "reactor.handlers"))
+
+
+@pytest.mark.parametrize("path", python_files(REPO / "ws"), ids=lambda p: p.name)
+def test_ws_imports_neither_http_nor_the_reactor(path):
+    names = imported_modules(path, "reactor.ws")
+    bad = forbidden(names, ("reactor.http", "http")) | {
+        n for n in forbidden(names, ("reactor",)) if not n.startswith("reactor.ws")
+    }
+    assert not bad
+
+
+@pytest.mark.parametrize("path", python_files(REPO / "http"), ids=lambda p: p.name)
+def test_http_imports_neither_ws_nor_the_reactor(path):
+    names = imported_modules(path, "reactor.http")
+    bad = forbidden(names, ("reactor.ws",)) | {
+        n for n in forbidden(names, ("reactor",)) if not n.startswith("reactor.http")
+    }
+    assert not bad
+
+
+def test_layer_check_catches_a_forbidden_edge(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("from .ws import frames\nimport reactor.http.request\n")
+    names = imported_modules(bad, "reactor")
+    assert forbidden(names, ("reactor.ws", "reactor.http")) == {
+        "reactor.ws",
+        "reactor.ws.frames",
+        "reactor.http.request",
+    }
+
+
+def test_protocol_folders_never_shadow_the_stdlib():
+    for folder in ("ws", "http"):
+        assert not (REPO / folder / "__init__.py").exists()
+    assert not [p for p in REPO.rglob("http.py") if ".venv" not in p.parts]
+    assert os.path.islink(CORE / "ws") and os.path.islink(CORE / "http")
+
+
+@pytest.mark.parametrize("cwd", ["repo", "elsewhere"])
+def test_stdlib_http_wins_and_the_package_imports(cwd, tmp_path):
+    code = (
+        "import http, http.client, urllib.request, sysconfig, os\n"
+        "import reactor.ws.frames, reactor.http.request, reactor.ws.unmask\n"
+        "stdlib = sysconfig.get_paths()['stdlib']\n"
+        "assert http.client.__file__.startswith(stdlib), http.client.__file__\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO if cwd == "repo" else tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
