@@ -323,7 +323,7 @@ def _parse_version(text: str) -> tuple[int, int]:
     major, minor = int(match[1]), int(match[2])
     if major != 1:
         raise HttpError(505, f"HTTP/{major}.{minor} not supported")
-    return (1, minor)  # a higher 1.x minor is served as 1.1 (RFC 9110 §2.5)
+    return (1, minor)  # a higher 1.x minor speaks at least 1.1 (RFC 9110 §2.5)
 
 
 def _parse_fields(fields: str) -> list[tuple[str, str]]:
