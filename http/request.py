@@ -1,17 +1,23 @@
 """Incremental HTTP/1.x request-head parser (sans-I/O).
 
-Bytes in, a `Request` out; no sockets, clocks or logging. The glue keeps the
-bytes of a partial head in a per-connection bytearray and calls
-`RequestParser.parse(buf, start, end)` again when more arrive. The parser
-remembers how far it already searched for the blank line that ends the head,
-so a head arriving one byte at a time is scanned once, not once per byte.
+Bytes in, a `Request` out; no sockets, clocks or logging. Usage by the glue:
+
+    parser = RequestParser()                      # one per connection (2 small ints)
+    request, pos = parser.parse(buf, start, end)  # raises HttpError
+    # request is None: keep buf[start:end] (e.g. in a bytearray), call again with more
+    # else: the head is buf[start:pos]; pipelined bytes from pos on are untouched
+
+The parser remembers how far it already searched for the blank line that ends
+the head and whether the request line was already checked, so a head arriving
+one byte at a time is scanned once, not once per byte.
 
 Choices (RFC 9112 unless noted):
 - Line endings: CRLF, and a bare LF is tolerated as a line terminator (§2.2
   "MAY recognize a single LF"); a bare CR anywhere else is rejected with 400.
 - Up to MAX_LEADING_EMPTY bytes of empty lines before the request line are
   skipped (§2.2) and counted as part of the consumed head.
-- Only GET and HEAD exist here; other well-formed methods -> 405 (with Allow).
+- Only GET and HEAD exist here; other well-formed methods -> 405 (with Allow);
+  a method longer than any registered one -> 501 (§3).
 - Request bodies are refused: a static server has no use for them. Any
   Content-Length > 0 or a Transfer-Encoding -> 413; Transfer-Encoding together
   with Content-Length, or on HTTP/1.0, -> 400 (§6.1, §6.3: a smuggling
@@ -37,6 +43,10 @@ MAX_METHOD = 24  # the longest registered method (UPDATEREDIRECTREF) is 17 octet
 MAX_LEADING_EMPTY = 64  # §2.2 asks to skip "at least one" stray CRLF; a flood is garbage.
 # method SP target SP "HTTP/d.d" CR: the longest request line we might accept.
 MAX_REQUEST_LINE = MAX_METHOD + 1 + MAX_TARGET + 1 + 8 + 1
+# Copy windows for buffers without .find (memoryview): most heads fit in the first;
+# the second holds the longest acceptable head plus one byte, so past it we raise.
+_FIRST_COPY = 4096
+_WHOLE_COPY = MAX_LEADING_EMPTY + MAX_REQUEST_LINE + MAX_FIELDS_SIZE + 1
 
 ALLOWED_METHODS = ("GET", "HEAD")
 ALLOW_HEADER = (("Allow", "GET, HEAD"),)  # RFC 9110 §15.5.6: 405 MUST carry Allow.
@@ -145,12 +155,16 @@ class Request:
 
 
 class RequestParser:
-    """Per-connection parser state: only how far the blank-line search got."""
+    """Per-connection parser state between calls for one head: how far the
+    blank-line search got, and where the (already validated) request line ends.
+    Both are offsets from `start`, so the glue may either keep `start` or drop
+    consumed bytes from its buffer."""
 
-    __slots__ = ("_scanned",)
+    __slots__ = ("_scanned", "_line_end")
 
     def __init__(self) -> None:
         self._scanned = 0  # bytes after `start` known to hold no head terminator
+        self._line_end = -1  # offset of the request line's LF once validated, else -1
 
     def parse(self, buf, start: int = 0, end: int | None = None) -> tuple[Request | None, int]:
         """Parse one request head from buf[start:end].
@@ -171,15 +185,34 @@ class RequestParser:
         head_end = _find_head_end(buf, max(pos, start + self._scanned - 2), end)
         if head_end < 0:
             self._scanned = end - start
-            _check_incomplete(buf, pos, end)
+            self._check_incomplete(buf, start, pos, end)
             return None, start
-        self._scanned = 0
+        self._scanned, self._line_end = 0, -1
         return _build_request(buf, pos, head_end), head_end
 
+    def _check_incomplete(self, buf, start: int, pos: int, end: int) -> None:
+        """Raise as soon as the bytes so far cannot start an acceptable head."""
+        if self._line_end < 0:
+            line_end = buf.find(b"\n", pos, min(end, pos + MAX_REQUEST_LINE + 1))
+            if line_end < 0:
+                _check_partial_line(bytes(buf[pos : min(end, pos + MAX_REQUEST_LINE + 1)]))
+                return
+            _parse_request_line(_strip_cr(str(buf[pos:line_end], "latin-1")))
+            self._line_end = line_end - start
+        if end - (start + self._line_end + 1) > MAX_FIELDS_SIZE:
+            raise HttpError(431, "header fields too large")
+
     def _parse_copy(self, buf, start: int, end: int) -> tuple[Request | None, int]:
-        limit = min(end, start + MAX_LEADING_EMPTY + MAX_REQUEST_LINE + MAX_FIELDS_SIZE + 1)
-        request, pos = self.parse(bytes(buf[start:limit]))
-        return request, start + pos
+        """Copy a small window first: with many pipelined requests in one read,
+        copying the whole bounded window per request would be quadratic."""
+        for window in (_FIRST_COPY, _WHOLE_COPY):
+            stop = min(end, start + window)
+            request, pos = self.parse(bytes(buf[start:stop]))
+            if request is not None:
+                return request, start + pos
+            if stop == end:
+                break
+        return None, start  # (past _WHOLE_COPY the parse above has raised)
 
 
 def parse_request(buf, start: int = 0, end: int | None = None) -> tuple[Request | None, int]:
@@ -202,17 +235,6 @@ def _find_head_end(buf, scan: int, end: int) -> int:
 
 
 # --- incomplete head: fail fast -------------------------------------------------------
-
-
-def _check_incomplete(buf, pos: int, end: int) -> None:
-    """Raise as soon as the bytes so far cannot start an acceptable head."""
-    line_end = buf.find(b"\n", pos, min(end, pos + MAX_REQUEST_LINE + 1))
-    if line_end < 0:
-        _check_partial_line(bytes(buf[pos : min(end, pos + MAX_REQUEST_LINE + 1)]))
-        return
-    _parse_request_line(_strip_cr(str(buf[pos:line_end], "latin-1")))
-    if end - (line_end + 1) > MAX_FIELDS_SIZE:
-        raise HttpError(431, "header fields too large")
 
 
 def _check_partial_line(line: bytes) -> None:

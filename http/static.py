@@ -109,7 +109,12 @@ INDEX_FILE = "index.html"
 
 def resolve(root_real: str, target: str) -> str:
     """The regular file `target` names under `root_real` (which must already be a
-    realpath). Raises HttpError 400/404, or Redirect for a directory without "/"."""
+    realpath). Raises HttpError 400/404, or Redirect for a directory without "/".
+
+    The returned path has no symlink in it, so the glue should open it with
+    O_RDONLY | O_NOFOLLOW | O_NONBLOCK and check fstat() is S_ISREG: that closes
+    the window in which the last component could be swapped for a symlink or a
+    FIFO after this check (the kernel has no RESOLVE_BENEATH for Python)."""
     path, query = _split_target(target)
     raw_segments, trailing_slash = _remove_dot_segments(path.split("/")[1:])
     names = [_decode_segment(raw) for raw in raw_segments]
@@ -352,10 +357,15 @@ def connection_line(keep_alive: bool, http_version: tuple[int, int]) -> bytes:
     return b"" if http_version >= (1, 1) else b"Connection: keep-alive\r\n"
 
 
-def plan(request: Request, path: str, st: os.stat_result, now: float) -> ResponsePlan:
-    """The response to a GET/HEAD of the regular file `path` whose stat is `st`."""
+def plan(
+    request: Request, path: str, st: os.stat_result, now: float, keep_alive: bool | None = None
+) -> ResponsePlan:
+    """The response to a GET/HEAD of the regular file `path` whose stat is `st`
+    (from fstat of the opened file). `keep_alive` defaults to what the request
+    asks; pass False to close anyway (e.g. the server is stopping)."""
     meta = file_meta(path, st)
-    keep_alive = request.keep_alive
+    if keep_alive is None:
+        keep_alive = request.keep_alive
     tail = connection_line(keep_alive, request.http_version) + b"\r\n"
     if _CONDITIONAL_FIELDS.isdisjoint(map(_field_name, request.headers)):
         head = b"".join((_STATUS_LINES[200], date_line(now), meta.full_200, tail))

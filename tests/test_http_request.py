@@ -153,6 +153,63 @@ def test_a_memoryview_window_is_accepted_at_an_offset():
     assert parser.parse(view[:10], 2, 10) == (None, 2)
 
 
+def test_a_large_head_in_a_memoryview_is_not_cut_by_the_first_copy_window():
+    big = head("GET /big HTTP/1.1", "Host: a", *[f"X-{i}: {'v' * 90}" for i in range(60)])
+    assert len(big) > 5000
+    stream = memoryview(bytearray(WRK + big + WRK))
+    parser = RequestParser()
+    _, pos = parser.parse(stream, 0, len(stream))
+    request, pos = parser.parse(stream, pos, len(stream))
+    assert request.target == "/big" and len(request.headers) == 61 and pos == len(WRK + big)
+    assert parser.parse(stream, pos, len(stream))[1] == len(stream)
+
+
+@pytest.mark.parametrize("drop_consumed", [True, False])
+def test_pipelined_stream_fed_byte_by_byte(drop_consumed):
+    """Both glue styles: delete consumed bytes (start stays 0) or advance start."""
+    stream = WRK + BROWSER + b"HEAD /last HTTP/1.0\r\n\r\n"
+    parser, buf, start, targets = RequestParser(), bytearray(), 0, []
+    for byte in stream:
+        buf.append(byte)
+        request, pos = parser.parse(buf, start, len(buf))
+        if request is not None:
+            targets.append(request.target)
+            if drop_consumed:
+                del buf[:pos]
+            else:
+                start = pos
+    assert targets == ["/1k.bin", "/index.html?x=1", "/last"]
+
+
+def test_state_is_fresh_for_the_next_request_on_the_connection():
+    parser = RequestParser()
+    assert feed_chunks_with(parser, WRK)[0] == "ok"
+    with pytest.raises(HttpError) as caught:  # the next head must be checked from scratch
+        parser.parse(b"\x16\x03\x01")
+    assert caught.value.status == 400
+
+
+def feed_chunks_with(parser: RequestParser, data: bytes) -> tuple:
+    buf = bytearray()
+    for byte in data:
+        buf.append(byte)
+        request, consumed = parser.parse(buf)
+        if request is not None:
+            return summary(request, consumed)
+    return ("need more",)
+
+
+def test_the_request_line_is_validated_once_while_fields_trickle_in(monkeypatch):
+    calls = []
+    real = request_module._parse_request_line
+    monkeypatch.setattr(
+        request_module, "_parse_request_line", lambda line: calls.append(line) or real(line)
+    )
+    data = head("GET /x HTTP/1.1", "Host: a", *[f"X-{i}: {'v' * 50}" for i in range(40)])
+    assert feed_bytewise(data)[0] == "ok"
+    assert calls == ["GET /x HTTP/1.1"]  # once while incomplete; the fast path needs no call
+
+
 def test_partial_head_consumes_nothing():
     parser = RequestParser()
     for end in range(len(WRK)):
