@@ -114,7 +114,7 @@ def resolve(root_real: str, target: str) -> str:
     The returned path has no symlink in it, so the glue should open it with
     O_RDONLY | O_NOFOLLOW | O_NONBLOCK and check fstat() is S_ISREG: that closes
     the window in which the last component could be swapped for a symlink or a
-    FIFO after this check (the kernel has no RESOLVE_BENEATH for Python)."""
+    FIFO after this check (Python has no openat2 with RESOLVE_BENEATH)."""
     path, query = _split_target(target)
     raw_segments, trailing_slash = _remove_dot_segments(path.split("/")[1:])
     names = [_decode_segment(raw) for raw in raw_segments]
