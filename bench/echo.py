@@ -1,0 +1,462 @@
+"""Raw TCP echo benchmark: our ``--proto echo`` server and the C reference server, one run.
+
+Each server runs pinned to one core (``taskset -c 0``), the C load generator to the other
+(``taskset -c 1``); repetitions alternate the servers so drift hits both alike, and medians
+are reported. While the load generator runs, ``/proc/<pid>/stat`` of both processes and
+``/proc/stat`` are sampled, so the report shows how busy the server, the load generator and
+everything else (other programs, interrupts) were: the C server's much higher rate at a
+load-generator share below one core is the evidence that the load generator is not the limit.
+
+Every process started here is tracked by PID and stopped in a ``finally`` (SIGTERM, then
+SIGKILL after a deadline); every wait is bounded. Results go to bench/results/echo-<time>.json
+and a markdown table on stdout.
+
+    .venv/bin/python bench/echo.py            # 3 x 10 s per server
+    .venv/bin/python bench/echo.py --quick    # one short repetition: a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_DIR = BENCH_DIR.parent
+C_DIR = BENCH_DIR / "c"
+LOADGEN = C_DIR / "loadgen"
+C_SERVER = C_DIR / "echo_server"
+LISTENING = re.compile(r"listening on \[?([0-9a-fA-F.:]+?)\]?:(\d+)")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+START_TIMEOUT = 15.0  # s for a server to log its address (Python start-up under load)
+STOP_TIMEOUT = 10.0  # s for a graceful SIGTERM exit before SIGKILL
+SAMPLE_INTERVAL = 0.1  # s between /proc samples
+SLACK = 15.0  # s beyond the load generator's own bounds before it is killed
+STDERR_LINES = 200  # server log lines kept for the report
+QUIET_PROBE = 0.3  # s per idleness probe before a run
+QUIET_THRESHOLD = 0.1  # cores busy on the idle machine: above this, something else runs
+NOISY_OTHER = 0.15  # share of a core used by neither process during a run: a noisy run
+SATURATED = 0.95  # a pinned core this busy is the limit of the run
+
+
+# ---- /proc sampling -----------------------------------------------------------------------
+# Process shares come from /proc/<pid>/stat; loopback TCP spends about a third of each core in
+# softirq, run inline in the sending process and charged to it. The per-core lines of
+# /proc/stat are sampled too: with the server and the load generator pinned to one core each,
+# a core's busy share is "that process plus whatever else ran there", and busy time the two
+# processes do not explain is interference (other programs on this shared machine, steal).
+
+STAT_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a live process (/proc/<pid>/stat fields 14 and 15)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()  # the command name may contain spaces
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def core_times() -> dict[int, dict[str, float]]:
+    """Seconds per /proc/stat column, per core."""
+    cores = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *values = line.split()
+        if name.startswith("cpu") and name != "cpu":
+            cores[int(name[3:])] = {
+                f: int(v) / CLOCK_TICKS for f, v in zip(STAT_FIELDS, values, strict=False)
+            }
+    return cores
+
+
+def busy(times: dict[str, float]) -> float:
+    return sum(v for f, v in times.items() if f not in ("idle", "iowait"))
+
+
+@dataclass
+class CpuSample:
+    when: float
+    server: float | None
+    loadgen: float | None
+    cores: dict[int, dict[str, float]]
+
+
+def take_sample(server_pid: int | None, loadgen_pid: int) -> CpuSample:
+    return CpuSample(
+        time.monotonic(),
+        process_cpu_seconds(server_pid) if server_pid else None,
+        process_cpu_seconds(loadgen_pid),
+        core_times(),
+    )
+
+
+def cpu_shares(first: CpuSample, last: CpuSample, server_core: int, loadgen_core: int) -> dict:
+    """Shares of one core between two samples.
+
+    ``*_core``: busy share of the pinned core; ``softirq``: of both cores' busy time, the part
+    spent in softirq (already inside the process shares when it ran in process context);
+    ``other``: busy time on the two cores that neither process explains.
+    """
+    wall = last.when - first.when
+    if wall <= 0:
+        return {"window_s": 0.0}
+
+    def delta(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None else round((b - a) / wall, 3)
+
+    def core(n: int, field: str | None = None) -> float:
+        a, b = first.cores[n], last.cores[n]
+        return delta(busy(a), busy(b)) if field is None else delta(a[field], b[field])
+
+    shares = {"server": delta(first.server, last.server)}
+    shares["loadgen"] = delta(first.loadgen, last.loadgen)
+    shares["server_core"] = core(server_core)
+    shares["loadgen_core"] = core(loadgen_core)
+    shares["softirq"] = round(core(server_core, "softirq") + core(loadgen_core, "softirq"), 3)
+    processes = (shares["server"] or 0) + (shares["loadgen"] or 0)
+    shares["other"] = round(shares["server_core"] + shares["loadgen_core"] - processes, 3)
+    shares["window_s"] = round(wall, 3)
+    return shares
+
+
+def machine_busy_share(seconds: float) -> float:
+    """Busy share of the whole machine (in cores) over a short interval."""
+    before = sum(busy(t) for t in core_times().values())
+    time.sleep(seconds)
+    return (sum(busy(t) for t in core_times().values()) - before) / seconds
+
+
+def wait_for_quiet(limit: float, threshold: float = QUIET_THRESHOLD) -> dict:
+    """Other agents share this machine: wait (bounded) until it is nearly idle."""
+    start = time.monotonic()
+    while True:
+        load = machine_busy_share(QUIET_PROBE)
+        waited = time.monotonic() - start
+        if load <= threshold or waited >= limit:
+            return {"busy_cores_before": round(load, 3), "waited_s": round(waited, 1)}
+
+
+# ---- processes ----------------------------------------------------------------------------
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = STOP_TIMEOUT) -> int:
+    """SIGTERM, then SIGKILL once the deadline passes; returns the exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait(timeout)
+
+
+class Server:
+    """A server subprocess pinned to a core; learns its port from the 'listening on' line."""
+
+    def __init__(self, name: str, argv: list[str], cpu: int) -> None:
+        self.name = name
+        self.log: deque[str] = deque(maxlen=STDERR_LINES)
+        self.port: int | None = None
+        self._ready = threading.Event()
+        self.proc = subprocess.Popen(
+            ["taskset", "-c", str(cpu), *argv],
+            cwd=REPO_DIR,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read_log, daemon=True)
+        self._reader.start()
+
+    def _read_log(self) -> None:
+        for line in self.proc.stderr:
+            self.log.append(line.rstrip())
+            match = LISTENING.search(line)
+            if match and self.port is None:
+                self.port = int(match.group(2))
+                self._ready.set()
+        self._ready.set()  # exited: wake the waiter, which sees no port
+
+    def wait_ready(self) -> int:
+        if not self._ready.wait(START_TIMEOUT) or self.port is None:
+            raise RuntimeError(f"{self.name} did not start: {list(self.log)[-5:]}")
+        return self.port
+
+    def stop(self) -> int:
+        status = stop_process(self.proc)
+        self._reader.join(STOP_TIMEOUT)
+        return status
+
+
+# ---- one measurement ----------------------------------------------------------------------
+
+
+@dataclass
+class Settings:
+    host: str
+    connections: int
+    window: int
+    size: int
+    duration: float
+    warmup: float
+    grace: float
+    server_cpu: int
+    loadgen_cpu: int
+    quiet_timeout: float
+
+    def loadgen_argv(self, port: int) -> list[str]:
+        return [
+            str(LOADGEN), "tcp-echo", "--host", self.host, "--port", str(port),
+            "--connections", str(self.connections), "--window", str(self.window),
+            "--size", str(self.size), "--duration", str(self.duration),
+            "--warmup", str(self.warmup), "--grace", str(self.grace),
+        ]  # fmt: skip
+
+    def loadgen_timeout(self) -> float:
+        connect_timeout = 5.0  # the load generator's default bound on connecting
+        return connect_timeout + self.warmup + self.duration + self.grace + SLACK
+
+
+def run_loadgen(settings: Settings, port: int, server_pid: int | None) -> dict:
+    """Runs the pinned load generator once, sampling CPU use until it exits."""
+    argv = ["taskset", "-c", str(settings.loadgen_cpu), *settings.loadgen_argv(port)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + settings.loadgen_timeout()
+    try:
+        first = last = take_sample(server_pid, proc.pid)
+        while proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(SAMPLE_INTERVAL)
+            sample = take_sample(server_pid, proc.pid)
+            if sample.loadgen is not None:
+                last = sample  # the last sample taken while the load generator lived
+        timed_out = proc.poll() is None
+    finally:
+        status = stop_process(proc, timeout=2.0)
+    stdout, stderr = proc.communicate()
+    if timed_out or not stdout.strip():
+        raise RuntimeError(f"loadgen failed (status {status}): {stderr.strip()[-500:]}")
+    result = json.loads(stdout)
+    result["cpu_share"] = cpu_shares(first, last, settings.server_cpu, settings.loadgen_cpu)
+    return result
+
+
+def measure(name: str, server_argv: list[str] | None, target_port: int | None, s: Settings) -> dict:
+    """One repetition against one server: start it (unless external), load it, stop it."""
+    quiet = wait_for_quiet(s.quiet_timeout)
+    server = Server(name, server_argv, s.server_cpu) if server_argv else None
+    try:
+        port = server.wait_ready() if server else target_port
+        result = run_loadgen(s, port, server.proc.pid if server else None)
+    finally:
+        status = server.stop() if server else None
+    result["server"] = name
+    result["quiet"] = quiet
+    result["server_exit_status"] = status
+    result["server_log_tail"] = list(server.log)[-10:] if server else []
+    return result
+
+
+# ---- the benchmark ------------------------------------------------------------------------
+
+
+def build_tools() -> None:
+    subprocess.run(["make", "-s", "-C", str(C_DIR)], check=True, timeout=120)
+
+
+def server_commands(python: str, host: str) -> dict[str, list[str]]:
+    return {
+        "ours": [python, "-m", "reactor", "--host", host, "--port", "0", "--proto", "echo"],
+        "c": [str(C_SERVER), host, "0"],
+    }
+
+
+def parse_target(text: str) -> tuple[str, str, int]:
+    name, _, address = text.partition("=")
+    host, _, port = address.rpartition(":")
+    if not name or not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected NAME=HOST:PORT, got {text!r}")
+    return name, host.strip("[]"), int(port)
+
+
+def run_all(args: argparse.Namespace, settings: Settings) -> list[dict]:
+    commands = server_commands(args.python, settings.host)
+    plan: list[tuple[str, list[str] | None, int | None]] = [
+        (name, commands[name], None) for name in args.servers
+    ]
+    plan += [(name, None, port) for name, _host, port in args.target]
+    runs = []
+    for rep in range(args.repeat):
+        order = plan if rep % 2 == 0 else plan[::-1]  # alternate, so drift hits all alike
+        for name, argv, port in order:
+            result = measure(name, argv, port, settings)
+            result["repetition"] = rep
+            runs.append(result)
+            print(f"  rep {rep} {name:>6}: {result['messages_per_s']:>12,.0f} msg/s, "
+                  f"errors {result['errors_total']}", file=sys.stderr, flush=True)  # fmt: skip
+    return runs
+
+
+def bound_by(server_core: float | None, loadgen_core: float | None) -> str:
+    """Which side limited a run, judged by how busy each pinned core was."""
+    if loadgen_core is not None and loadgen_core >= SATURATED:
+        return "loadgen" if not server_core or server_core < SATURATED else "both"
+    if server_core is not None and server_core >= SATURATED:
+        return "server"
+    return "neither"
+
+
+def summarize(runs: list[dict]) -> dict[str, dict]:
+    """Medians per server over the clean runs (all runs when none was clean)."""
+    summary: dict[str, dict] = {}
+    for name in dict.fromkeys(r["server"] for r in runs):
+        everything = [r for r in runs if r["server"] == name]
+        clean = [r for r in everything if (r["cpu_share"].get("other") or 0) <= NOISY_OTHER]
+        mine = clean or everything
+
+        def share(key: str, runs: list[dict] = mine) -> float | None:
+            return median([r["cpu_share"].get(key) for r in runs])
+
+        rate = median([r["messages_per_s"] for r in mine])
+        server_core, loadgen_core = share("server_core"), share("loadgen_core")
+        summary[name] = {
+            "repetitions": len(everything),
+            "clean_repetitions": len(clean),
+            "messages_per_s": rate,
+            "messages_per_s_all": [round(r["messages_per_s"]) for r in everything],
+            "p50_us": median([r["latency_us"]["p50"] for r in mine]),
+            "p99_us": median([r["latency_us"]["p99"] for r in mine]),
+            "max_us": max(r["latency_us"]["max"] for r in mine),
+            "errors": sum(r["errors_total"] for r in everything),
+            "slowest_interval_per_s": min(r["rate_min_per_s"] for r in mine),
+            "server_process_cpu": share("server"),
+            "server_core_busy": server_core,
+            "server_core_us_per_message": server_core / rate * 1e6
+            if server_core and rate
+            else None,
+            "loadgen_process_cpu": share("loadgen"),
+            "loadgen_process_cpu_self": median([r["cpu"]["share"] for r in mine]),
+            "loadgen_core_busy": loadgen_core,
+            "softirq": share("softirq"),
+            "other": share("other"),
+            "bound_by": bound_by(server_core, loadgen_core),
+        }
+    return summary
+
+
+def median(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def markdown_table(summary: dict[str, dict]) -> str:
+    reference = summary.get("c", {}).get("messages_per_s")
+    lines = [
+        "| server | msg/s (median) | vs C | p50 µs | p99 µs | errors | slowest 100 ms "
+        "| server process / core | server core µs/msg | loadgen process / core | other "
+        "| bound by | clean runs |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for name, s in summary.items():
+        ratio = s["messages_per_s"] / reference if reference else None
+        lines.append(
+            f"| {name} | {s['messages_per_s']:,.0f} | {fmt(ratio, '.2f')} "
+            f"| {fmt(s['p50_us'], '.0f')} | {fmt(s['p99_us'], '.0f')} | {s['errors']} "
+            f"| {s['slowest_interval_per_s']:,.0f}/s "
+            f"| {fmt(s['server_process_cpu'], '.0%')} / {fmt(s['server_core_busy'], '.0%')} "
+            f"| {fmt(s['server_core_us_per_message'], '.3f')} "
+            f"| {fmt(s['loadgen_process_cpu'], '.0%')} / {fmt(s['loadgen_core_busy'], '.0%')} "
+            f"| {fmt(s['other'], '.0%')} | {s['bound_by']} "
+            f"| {s['clean_repetitions']}/{s['repetitions']} |"
+        )
+    return "\n".join(lines)
+
+
+def machine_note() -> dict:
+    cpu_model = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")), platform.processor(),
+    )  # fmt: skip
+    return {
+        "cpu": cpu_model,
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "loadavg_at_start": os.getloadavg(),
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add = p.add_argument
+    add("--quick", action="store_true", help="smoke run: 1 repetition of 1 s, no warmup")
+    add("--duration", type=float, default=10.0, help="measured seconds per run")
+    add("--warmup", type=float, default=1.0, help="unmeasured seconds before each run")
+    add("--repeat", type=int, default=3, help="repetitions per server (alternating order)")
+    add("--connections", type=int, default=100)
+    add("--window", type=int, default=16, help="messages in flight per connection")
+    add("--size", type=int, default=64, help="message bytes")
+    add("--grace", type=float, default=2.0, help="bound on draining and closing (s)")
+    add("--host", default="127.0.0.1")
+    add("--servers", default="ours,c", help="comma list of started servers: ours, c")
+    add("--target", type=parse_target, action="append", default=[],
+        help="also load an already running server: NAME=HOST:PORT (repeatable)")  # fmt: skip
+    add("--server-cpu", type=int, default=0)
+    add("--loadgen-cpu", type=int, default=1)
+    add("--python", default=sys.executable, help="interpreter that runs `-m reactor`")
+    add("--results-dir", type=Path, default=BENCH_DIR / "results")
+    add("--no-build", action="store_true", help="skip `make -C bench/c`")
+    add("--quiet-timeout", type=float, default=30.0,
+        help="max s to wait before each run for the machine to be idle (it is shared)")  # fmt: skip
+    args = p.parse_args(argv)
+    args.servers = [s for s in args.servers.split(",") if s]
+    unknown = set(args.servers) - {"ours", "c"}
+    if unknown:
+        p.error(f"unknown --servers {sorted(unknown)}; use ours, c or --target")
+    if args.quick:
+        args.duration, args.warmup, args.repeat = 1.0, 0.0, 1
+        args.quiet_timeout = min(args.quiet_timeout, 2.0)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = Settings(
+        args.host, args.connections, args.window, args.size, args.duration,
+        args.warmup, args.grace, args.server_cpu, args.loadgen_cpu, args.quiet_timeout,
+    )  # fmt: skip
+    if not args.no_build:
+        build_tools()
+    machine = machine_note()
+    runs = run_all(args, settings)
+    summary = summarize(runs)
+    table = markdown_table(summary)
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    out = args.results_dir / f"echo-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    record = {"benchmark": "tcp-echo", "command": sys.argv, "settings": settings.__dict__,
+              "machine": machine, "summary": summary, "table": table, "runs": runs}  # fmt: skip
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(table)
+    print(f"\nresults: {out}")
+    return 1 if any(s["errors"] for s in summary.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
