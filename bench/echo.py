@@ -47,6 +47,8 @@ STDERR_LINES = 200  # server log lines kept for the report
 QUIET_PROBE = 0.3  # s per idleness probe before a run
 QUIET_THRESHOLD = 0.1  # cores busy on the idle machine: above this, something else runs
 NOISY_OTHER = 0.15  # share of a core used by neither process during a run: a noisy run
+INTERVAL_NOISY = 0.3  # the same within one sampling interval (tick accounting: +-0.1 jitter)
+NOISY_FRACTION = 0.1  # a run with more such intervals than this is noisy too
 SATURATED = 0.95  # a pinned core this busy is the limit of the run
 
 
@@ -207,6 +209,7 @@ class Server:
 
 @dataclass
 class Settings:
+    mode: str
     host: str
     connections: int
     window: int
@@ -220,7 +223,7 @@ class Settings:
 
     def loadgen_argv(self, port: int) -> list[str]:
         return [
-            str(LOADGEN), "tcp-echo", "--host", self.host, "--port", str(port),
+            str(LOADGEN), self.mode, "--host", self.host, "--port", str(port),
             "--connections", str(self.connections), "--window", str(self.window),
             "--size", str(self.size), "--duration", str(self.duration),
             "--warmup", str(self.warmup), "--grace", str(self.grace),
@@ -231,18 +234,28 @@ class Settings:
         return connect_timeout + self.warmup + self.duration + self.grace + SLACK
 
 
+def interference(samples: list[CpuSample], server_core: int, loadgen_core: int) -> float:
+    """Fraction of sampling intervals in which something else took a sizable share of the
+    two cores: an average over the run hides a burst that spoiled part of it."""
+    pairs = list(zip(samples, samples[1:], strict=False))
+    if not pairs:
+        return 0.0
+    shares = [cpu_shares(a, b, server_core, loadgen_core).get("other") for a, b in pairs]
+    return round(sum(1 for o in shares if (o or 0) > INTERVAL_NOISY) / len(pairs), 3)
+
+
 def run_loadgen(settings: Settings, port: int, server_pid: int | None) -> dict:
     """Runs the pinned load generator once, sampling CPU use until it exits."""
     argv = ["taskset", "-c", str(settings.loadgen_cpu), *settings.loadgen_argv(port)]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + settings.loadgen_timeout()
     try:
-        first = last = take_sample(server_pid, proc.pid)
+        samples = [take_sample(server_pid, proc.pid)]
         while proc.poll() is None and time.monotonic() < deadline:
             time.sleep(SAMPLE_INTERVAL)
             sample = take_sample(server_pid, proc.pid)
             if sample.loadgen is not None:
-                last = sample  # the last sample taken while the load generator lived
+                samples.append(sample)  # taken while the load generator lived
         timed_out = proc.poll() is None
     finally:
         status = stop_process(proc, timeout=2.0)
@@ -250,7 +263,13 @@ def run_loadgen(settings: Settings, port: int, server_pid: int | None) -> dict:
     if timed_out or not stdout.strip():
         raise RuntimeError(f"loadgen failed (status {status}): {stderr.strip()[-500:]}")
     result = json.loads(stdout)
-    result["cpu_share"] = cpu_shares(first, last, settings.server_cpu, settings.loadgen_cpu)
+    cores = settings.server_cpu, settings.loadgen_cpu
+    result["cpu_share"] = cpu_shares(samples[0], samples[-1], *cores)
+    result["cpu_share"]["interfered"] = interference(samples, *cores)
+    result["noisy"] = (
+        result["cpu_share"].get("other", 0) > NOISY_OTHER
+        or result["cpu_share"]["interfered"] > NOISY_FRACTION
+    )
     return result
 
 
@@ -305,13 +324,15 @@ def run_all(args: argparse.Namespace, settings: Settings) -> list[dict]:
             result = measure(name, argv, port, settings)
             result["repetition"] = rep
             runs.append(result)
-            print(f"  rep {rep} {name:>6}: {result['messages_per_s']:>12,.0f} msg/s, "
+            print(f"  rep {rep} {name:>6}: {result['ops_per_s']:>12,.0f} {result['unit']}/s, "
                   f"errors {result['errors_total']}", file=sys.stderr, flush=True)  # fmt: skip
     return runs
 
 
-def bound_by(server_core: float | None, loadgen_core: float | None) -> str:
+def bound_by(mode: str, server_core: float | None, loadgen_core: float | None) -> str:
     """Which side limited a run, judged by how busy each pinned core was."""
+    if mode == "tcp-rtt":
+        return "latency"  # the busy-polling client keeps its core at 100% by design
     if loadgen_core is not None and loadgen_core >= SATURATED:
         return "loadgen" if not server_core or server_core < SATURATED else "both"
     if server_core is not None and server_core >= SATURATED:
@@ -319,40 +340,46 @@ def bound_by(server_core: float | None, loadgen_core: float | None) -> str:
     return "neither"
 
 
+def median_interval_rate(runs: list[dict]) -> float | None:
+    """Median rate over every timeline interval of these runs: robust to short interference."""
+    rates = [n * 1000 / r["timeline_ms"] for r in runs for n in r["timeline"]]
+    return median(rates)
+
+
 def summarize(runs: list[dict]) -> dict[str, dict]:
     """Medians per server over the clean runs (all runs when none was clean)."""
     summary: dict[str, dict] = {}
     for name in dict.fromkeys(r["server"] for r in runs):
         everything = [r for r in runs if r["server"] == name]
-        clean = [r for r in everything if (r["cpu_share"].get("other") or 0) <= NOISY_OTHER]
+        clean = [r for r in everything if not r["noisy"]]
         mine = clean or everything
 
         def share(key: str, runs: list[dict] = mine) -> float | None:
             return median([r["cpu_share"].get(key) for r in runs])
 
-        rate = median([r["messages_per_s"] for r in mine])
+        rate = median([r["ops_per_s"] for r in mine])
         server_core, loadgen_core = share("server_core"), share("loadgen_core")
         summary[name] = {
             "repetitions": len(everything),
             "clean_repetitions": len(clean),
-            "messages_per_s": rate,
-            "messages_per_s_all": [round(r["messages_per_s"]) for r in everything],
+            "unit": mine[0]["unit"],
+            "ops_per_s": rate,
+            "ops_per_s_all": [round(r["ops_per_s"]) for r in everything],
             "p50_us": median([r["latency_us"]["p50"] for r in mine]),
             "p99_us": median([r["latency_us"]["p99"] for r in mine]),
             "max_us": max(r["latency_us"]["max"] for r in mine),
             "errors": sum(r["errors_total"] for r in everything),
             "slowest_interval_per_s": min(r["rate_min_per_s"] for r in mine),
+            "median_interval_per_s": median_interval_rate(mine),
             "server_process_cpu": share("server"),
             "server_core_busy": server_core,
-            "server_core_us_per_message": server_core / rate * 1e6
-            if server_core and rate
-            else None,
+            "server_core_us_per_op": server_core / rate * 1e6 if server_core and rate else None,
             "loadgen_process_cpu": share("loadgen"),
             "loadgen_process_cpu_self": median([r["cpu"]["share"] for r in mine]),
             "loadgen_core_busy": loadgen_core,
             "softirq": share("softirq"),
             "other": share("other"),
-            "bound_by": bound_by(server_core, loadgen_core),
+            "bound_by": bound_by(mine[0]["mode"], server_core, loadgen_core),
         }
     return summary
 
@@ -367,21 +394,24 @@ def fmt(value: float | None, spec: str) -> str:
 
 
 def markdown_table(summary: dict[str, dict]) -> str:
-    reference = summary.get("c", {}).get("messages_per_s")
+    reference = summary.get("c", {}).get("ops_per_s")
+    unit = next(iter(summary.values()))["unit"].replace("_", " ")
     lines = [
-        "| server | msg/s (median) | vs C | p50 µs | p99 µs | errors | slowest 100 ms "
-        "| server process / core | server core µs/msg | loadgen process / core | other "
+        f"| server | {unit}/s (median) | vs C | median 100 ms | p50 µs | p99 µs | errors "
+        "| slowest 100 ms "
+        "| server process / core | server core µs/op | loadgen process / core | other "
         "| bound by | clean runs |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for name, s in summary.items():
-        ratio = s["messages_per_s"] / reference if reference else None
+        ratio = s["ops_per_s"] / reference if reference else None
         lines.append(
-            f"| {name} | {s['messages_per_s']:,.0f} | {fmt(ratio, '.2f')} "
+            f"| {name} | {s['ops_per_s']:,.0f} | {fmt(ratio, '.2f')} "
+            f"| {fmt(s['median_interval_per_s'], ',.0f')}/s "
             f"| {fmt(s['p50_us'], '.0f')} | {fmt(s['p99_us'], '.0f')} | {s['errors']} "
             f"| {s['slowest_interval_per_s']:,.0f}/s "
             f"| {fmt(s['server_process_cpu'], '.0%')} / {fmt(s['server_core_busy'], '.0%')} "
-            f"| {fmt(s['server_core_us_per_message'], '.3f')} "
+            f"| {fmt(s['server_core_us_per_op'], '.3f')} "
             f"| {fmt(s['loadgen_process_cpu'], '.0%')} / {fmt(s['loadgen_core_busy'], '.0%')} "
             f"| {fmt(s['other'], '.0%')} | {s['bound_by']} "
             f"| {s['clean_repetitions']}/{s['repetitions']} |"
@@ -410,8 +440,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--duration", type=float, default=10.0, help="measured seconds per run")
     add("--warmup", type=float, default=1.0, help="unmeasured seconds before each run")
     add("--repeat", type=int, default=3, help="repetitions per server (alternating order)")
-    add("--connections", type=int, default=100)
-    add("--window", type=int, default=16, help="messages in flight per connection")
+    add("--mode", choices=["tcp-echo", "tcp-rtt"], default="tcp-echo",
+        help="tcp-rtt: one message at a time, busy-polling client (window 1)")  # fmt: skip
+    add("--connections", type=int, default=None, help="default: 100 (tcp-rtt: 1)")
+    add("--window", type=int, default=None, help="messages in flight per connection (16)")
     add("--size", type=int, default=64, help="message bytes")
     add("--grace", type=float, default=2.0, help="bound on draining and closing (s)")
     add("--host", default="127.0.0.1")
@@ -430,6 +462,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = set(args.servers) - {"ours", "c"}
     if unknown:
         p.error(f"unknown --servers {sorted(unknown)}; use ours, c or --target")
+    rtt = args.mode == "tcp-rtt"
+    args.connections = args.connections or (1 if rtt else 100)
+    args.window = args.window or (1 if rtt else 16)
     if args.quick:
         args.duration, args.warmup, args.repeat = 1.0, 0.0, 1
         args.quiet_timeout = min(args.quiet_timeout, 2.0)
@@ -439,7 +474,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = Settings(
-        args.host, args.connections, args.window, args.size, args.duration,
+        args.mode, args.host, args.connections, args.window, args.size, args.duration,
         args.warmup, args.grace, args.server_cpu, args.loadgen_cpu, args.quiet_timeout,
     )  # fmt: skip
     if not args.no_build:
@@ -450,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown_table(summary)
     args.results_dir.mkdir(parents=True, exist_ok=True)
     out = args.results_dir / f"echo-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    record = {"benchmark": "tcp-echo", "command": sys.argv, "settings": settings.__dict__,
+    record = {"benchmark": settings.mode, "command": sys.argv, "settings": settings.__dict__,
               "machine": machine, "summary": summary, "table": table, "runs": runs}  # fmt: skip
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(table)
