@@ -1,0 +1,453 @@
+"""The server side of one RFC 6455 connection, as a sans-I/O state machine.
+
+States (the seed's WS_HANDSHAKE / WS_TANSMISSION / WS_END, plus CLOSING), and
+the only transitions (``_TRANSITIONS``):
+
+    CONNECTING --accept()-----------------> OPEN      the glue sent the 101
+    CONNECTING --reject()-----------------> CLOSED    the glue sent an HTTP error
+    OPEN       --close() (local)----------> CLOSING   close frame returned
+    OPEN       --peer close frame---------> CLOSED    reply close sent to on_output
+    OPEN       --protocol violation-------> CLOSED    close frame with the code sent
+    CLOSING    --peer close frame---------> CLOSED    handshake complete
+    CLOSING    --protocol violation-------> CLOSED    (our close is already out)
+    any        --connection_lost()--------> CLOSED
+
+Once CLOSED after a close frame or a violation, the glue flushes the output
+and closes TCP at once (§7.1.1: the server closes first; after a fatal error we
+choose not to wait for the peer's close). In CLOSING the glue bounds the wait
+for the peer's close with a timer; data frames arriving meanwhile are dropped
+unread and pings are not answered (§5.5.1: nothing but the close is owed).
+
+Using it: subclass ``ServerProtocol`` (add ``__slots__`` for the glue's own
+fields) and implement the hooks, which ``receive`` calls as events happen:
+
+    on_message(data)      a complete message: str for text, bytes for binary
+    on_ping(payload)      a ping arrived; the pong was already given to on_output
+    on_pong(payload)      a pong arrived (unsolicited ones too: clear a ping timer)
+    on_close(code, reason)  the connection is CLOSED: peer close (code 1005 if it
+                          sent none), violation (our code), or connection_lost (1006)
+    on_output(data)       bytes to send: pong and close frames produced by receive
+
+``receive(buf, start, end)`` consumes the window ``buf[start:end]``: it
+validates, unmasks IN PLACE, and dispatches. Pass the reactor's long-lived
+receive bytearray itself (``data.obj``) for the fast path (its C pointer is
+cached, see ws/unmask.py); any other buffer works but is first copied whole
+into a private bytearray. Complete frames are
+parsed by one C call per window and dispatched from a descriptor list (no
+per-frame objects); a frame cut by the end of the window is streamed: its
+payload is unmasked with the key phase and, for text, UTF-8-validated as each
+piece arrives, so an invalid byte fails the connection (1007) as soon as it
+is received, not at the end of the frame or message.
+
+``send_text / send_binary / send / ping / pong / close`` return frame bytes for
+the glue to write, and refuse data once the connection is not OPEN.
+
+Memory: an idle connection holds 5 slots and no buffer at all. A partial
+header (< 14 bytes), a partial frame and a message in progress each allocate a
+small object only while they exist and drop it when done; limits are ints
+shared by every connection of a server.
+"""
+
+from __future__ import annotations
+
+from codecs import utf_8_decode
+from enum import IntEnum
+
+from . import frames as _frames
+from . import unmask as _unmask
+from .frames import (
+    CLOSE_ABNORMAL,
+    CLOSE_INVALID_DATA,
+    CLOSE_NO_STATUS,
+    CLOSE_NORMAL,
+    CLOSE_PROTOCOL_ERROR,
+    CLOSE_TOO_BIG,
+    FIN,
+    HEADER_ERRORS,
+    MAX_CONTROL_PAYLOAD,
+    MAX_HEADER_SIZE,
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONTINUATION,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    ProtocolError,
+)
+
+# 16 MiB: large enough for any chat/game/RPC payload and Autobahn's 9.x cases
+# (a message of exactly 16 MiB is allowed), small enough that one peer cannot
+# make the server buffer unbounded memory.
+DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+
+_TEXT_FINAL = FIN | OP_TEXT
+_BINARY_FINAL = FIN | OP_BINARY
+_FULL_SCAN = _frames.SCAN_CAPACITY * 3  # descriptor slots of a scan that hit its capacity
+
+
+class State(IntEnum):
+    CONNECTING = 0  # seed: WS_HANDSHAKE
+    OPEN = 1  # seed: WS_TANSMISSION
+    CLOSING = 2  # we sent a close, waiting for the peer's
+    CLOSED = 3  # seed: WS_END
+
+
+CONNECTING, OPEN, CLOSING, CLOSED = State
+
+_TRANSITIONS: dict[tuple[State, str], State] = {
+    (CONNECTING, "accept"): OPEN,
+    (CONNECTING, "reject"): CLOSED,
+    (OPEN, "local_close"): CLOSING,
+    (OPEN, "peer_close"): CLOSED,
+    (OPEN, "fail"): CLOSED,
+    (CLOSING, "peer_close"): CLOSED,
+    (CLOSING, "fail"): CLOSED,
+    **{(state, "lost"): CLOSED for state in State},
+}
+
+
+class InvalidStateError(RuntimeError):
+    """An operation the current state does not allow (e.g. send after close)."""
+
+
+class _PartialFrame:
+    """A frame whose header is parsed but whose payload is still arriving."""
+
+    __slots__ = ("kind", "key", "remaining", "phase", "control")
+
+    def __init__(self, kind: int, key: int, remaining: int) -> None:
+        self.kind = kind
+        self.key = key
+        self.remaining = remaining
+        self.phase = 0
+        # Control payloads (<= 125 bytes) are kept whole; data goes to _Message.
+        self.control = bytearray() if kind & 0x08 else None
+
+
+class _Message:
+    """A data message in progress (fragmented, or one frame cut by a read)."""
+
+    __slots__ = ("opcode", "size", "chunks", "utf8_tail")
+
+    def __init__(self, opcode: int) -> None:
+        self.opcode = opcode
+        self.size = 0
+        self.chunks: list = []  # decoded str pieces (text) or bytes (binary)
+        self.utf8_tail = b""  # undecoded end of text: an incomplete code point
+
+    def add(self, chunk: memoryview) -> None:
+        self.size += len(chunk)
+        if self.opcode == OP_BINARY:
+            self.chunks.append(chunk.tobytes())
+        else:
+            self._decode(chunk)
+
+    def _decode(self, chunk: memoryview) -> None:
+        data = self.utf8_tail + chunk if self.utf8_tail else chunk
+        try:
+            text, used = utf_8_decode(data, "strict", False)
+        except UnicodeDecodeError:
+            raise ProtocolError(CLOSE_INVALID_DATA, "invalid UTF-8 in a text message") from None
+        self.chunks.append(text)
+        self.utf8_tail = bytes(data[used:])
+        # CPython waits for a 3rd byte after ED A0..BF, a prefix that can only
+        # become a UTF-16 surrogate (RFC 3629 §4): reject it now (fail fast).
+        if len(self.utf8_tail) == 2 and self.utf8_tail[0] == 0xED and self.utf8_tail[1] >= 0xA0:
+            raise ProtocolError(CLOSE_INVALID_DATA, "invalid UTF-8 in a text message")
+
+    def result(self) -> str | bytes:
+        if self.opcode == OP_BINARY:
+            return b"".join(self.chunks)
+        if self.utf8_tail:
+            raise ProtocolError(CLOSE_INVALID_DATA, "text message ends inside a UTF-8 sequence")
+        return "".join(self.chunks)
+
+
+class ServerProtocol:
+    """One server-side WebSocket connection; see the module docstring."""
+
+    __slots__ = ("_state", "_head", "_frame", "_message", "max_message_size")
+
+    def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+        if not 0 <= max_message_size <= _frames.MAX_PAYLOAD_LENGTH:
+            raise ValueError("max_message_size out of range")
+        self._state = CONNECTING
+        self._head: bytes | None = None  # a frame header cut by the end of a read
+        self._frame: _PartialFrame | None = None
+        self._message: _Message | None = None
+        self.max_message_size = max_message_size
+
+    # ---- hooks (override in the glue) -----------------------------------
+
+    def on_message(self, data: str | bytes) -> None:
+        raise NotImplementedError("subclass ServerProtocol and implement on_message")
+
+    def on_ping(self, payload: bytes) -> None:
+        """A ping arrived; its pong is already queued. Default: nothing to do."""
+
+    def on_pong(self, payload: bytes) -> None:
+        """A pong arrived. Default: ignored (§5.5.3 allows unsolicited pongs)."""
+
+    def on_close(self, code: int, reason: str) -> None:
+        raise NotImplementedError("subclass ServerProtocol and implement on_close")
+
+    def on_output(self, data: bytes) -> None:
+        raise NotImplementedError("subclass ServerProtocol and implement on_output")
+
+    # ---- state ----------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def is_open(self) -> bool:
+        return self._state is OPEN
+
+    def _transition(self, event: str) -> None:
+        try:
+            self._state = _TRANSITIONS[self._state, event]
+        except KeyError:
+            raise InvalidStateError(f"{event!r} not allowed in state {self._state.name}") from None
+
+    def accept(self) -> None:
+        """The glue answered the handshake with 101: frames may flow."""
+        self._transition("accept")
+
+    def reject(self) -> None:
+        """The glue answered the handshake with an HTTP error."""
+        self._transition("reject")
+
+    def connection_lost(self) -> None:
+        """TCP is gone. Reports ``on_close(1006, ...)`` unless already CLOSED."""
+        if self._state is CLOSED:
+            return
+        self._transition("lost")
+        self._drop_buffers()
+        self.on_close(CLOSE_ABNORMAL, "connection lost")
+
+    def _drop_buffers(self) -> None:
+        self._head = self._frame = self._message = None
+
+    # ---- sending ----------------------------------------------------------
+
+    def _require_open(self) -> None:
+        if self._state is not OPEN:
+            raise InvalidStateError(f"cannot send in state {self._state.name}")
+
+    def send_text(self, text: str) -> bytes:
+        self._require_open()
+        return _frames.serialize_frame(OP_TEXT, text.encode("utf-8"))
+
+    def send_binary(self, data: _unmask.Buffer) -> bytes:
+        self._require_open()
+        return _frames.serialize_frame(OP_BINARY, data)
+
+    def send(self, message: str | _unmask.Buffer) -> bytes:
+        """A text frame for ``str``, a binary frame for bytes-like objects."""
+        if isinstance(message, str):
+            return self.send_text(message)
+        return self.send_binary(message)
+
+    def ping(self, payload: _unmask.Buffer = b"") -> bytes:
+        self._require_open()
+        if len(payload) > MAX_CONTROL_PAYLOAD:
+            raise ValueError("ping payload over 125 bytes")
+        return _frames.serialize_frame(OP_PING, payload)
+
+    def pong(self, payload: _unmask.Buffer = b"") -> bytes:
+        """An unsolicited pong (a one-way heartbeat, §5.5.3)."""
+        self._require_open()
+        if len(payload) > MAX_CONTROL_PAYLOAD:
+            raise ValueError("pong payload over 125 bytes")
+        return _frames.serialize_frame(OP_PONG, payload)
+
+    def close(self, code: int | None = CLOSE_NORMAL, reason: str = "") -> bytes:
+        """Start the closing handshake: returns the close frame (OPEN -> CLOSING).
+        Returns b"" when a close is already under way or done."""
+        if self._state is CLOSING or self._state is CLOSED:
+            return b""
+        payload = _frames.close_payload(code, reason)  # validates before the transition
+        self._transition("local_close")
+        self._message = None  # an unfinished incoming message will never be delivered
+        return _frames.serialize_frame(OP_CLOSE, payload)
+
+    # ---- receiving ----------------------------------------------------------
+
+    def receive(self, buf: _unmask.Buffer, start: int = 0, end: int | None = None) -> int:
+        """Process ``buf[start:end]`` (unmasked in place) and fire the hooks.
+        Returns ``end``, or the offset just past the frame after which the
+        connection became CLOSED (a close frame, or a hook that called
+        ``connection_lost``): what follows it is never looked at. After a
+        protocol violation the connection is dead and ``end`` is returned.
+        Nothing is consumed once CLOSED (``start`` is returned)."""
+        window = _unmask.window(buf)
+        if end is None:
+            end = len(window.data)
+        if not 0 <= start <= end <= len(window.data):
+            raise ValueError("window out of the buffer's bounds")
+        return self._receive(window, start, end)
+
+    def _receive(self, window: _unmask.Window, pos: int, end: int) -> int:
+        state = self._state
+        if state is not OPEN and state is not CLOSING:
+            if state is CONNECTING:
+                raise InvalidStateError("receive() before accept()")
+            return pos
+        try:
+            if self._head is not None or self._frame is not None:
+                pos = self._resume(window, pos, end)
+            while pos < end and self._frame is None and self._state is not CLOSED:
+                pos = self._dispatch_window(window, pos, end)
+        except ProtocolError as exc:
+            self._fail(exc.close_code, exc.reason)
+            return end
+        return pos
+
+    def _dispatch_window(self, window: _unmask.Window, pos: int, end: int) -> int:
+        """The hot path: one scan call, then one branch per frame."""
+        descriptors = _frames.scan_window(window, pos, end, self.max_message_size)
+        data, view = window.data, window.view
+        fast = self._message is None and self._state is OPEN
+        it = iter(descriptors)
+        for kind, start, stop in zip(it, it, it, strict=True):
+            if fast and kind == _TEXT_FINAL:
+                try:
+                    text = data[start:stop].decode()
+                except UnicodeDecodeError:
+                    raise ProtocolError(
+                        CLOSE_INVALID_DATA, "invalid UTF-8 in a text message"
+                    ) from None
+                self.on_message(text)
+                fast = self._state is OPEN  # the application may have closed
+            elif fast and kind == _BINARY_FINAL:
+                self.on_message(view[start:stop].tobytes())
+                fast = self._state is OPEN
+            else:
+                if self._state is CLOSED:  # closed by a hook during this window
+                    return pos
+                self._complete_frame(kind, view[start:stop])
+                fast = self._message is None and self._state is OPEN
+            pos = stop
+        if len(descriptors) < _FULL_SCAN and pos < end and self._state is not CLOSED:
+            pos = self._begin_partial(window, pos, end)
+        return pos
+
+    def _complete_frame(self, kind: int, payload: memoryview) -> None:
+        if kind < 0:
+            raise ProtocolError(*HEADER_ERRORS[-kind])
+        opcode = kind & 0x0F
+        if opcode & 0x08:
+            self._control(opcode, payload)
+        elif self._state is OPEN:
+            self._data_frame_start(opcode, len(payload))
+            self._message.add(payload)
+            if kind & FIN:
+                self._message_end()
+
+    def _data_frame_start(self, opcode: int, length: int) -> None:
+        """Sequencing (§5.4) and size checks, from the header alone."""
+        message = self._message
+        if opcode == OP_CONTINUATION:
+            if message is None:
+                raise ProtocolError(CLOSE_PROTOCOL_ERROR, "continuation frame without a message")
+            if message.size + length > self.max_message_size:
+                raise ProtocolError(CLOSE_TOO_BIG, "message too big")
+        elif message is not None:
+            raise ProtocolError(CLOSE_PROTOCOL_ERROR, "new data frame inside a fragmented message")
+        else:
+            self._message = _Message(opcode)
+
+    def _message_end(self) -> None:
+        data = self._message.result()
+        self._message = None
+        self.on_message(data)
+
+    def _control(self, opcode: int, payload: memoryview) -> None:
+        if opcode == OP_CLOSE:
+            self._peer_close(payload)
+        elif opcode == OP_PING:
+            if self._state is OPEN:
+                data = payload.tobytes()
+                self.on_output(_frames.serialize_frame(OP_PONG, data))
+                self.on_ping(data)
+        else:
+            self.on_pong(payload.tobytes())
+
+    def _peer_close(self, payload: memoryview) -> None:
+        code, reason = _frames.parse_close_payload(payload)
+        was_open = self._state is OPEN
+        self._transition("peer_close")
+        self._drop_buffers()
+        if was_open:  # §5.5.1: echo the code; an empty close gets an empty close
+            reply = b"" if code == CLOSE_NO_STATUS else code.to_bytes(2, "big")
+            self.on_output(_frames.serialize_frame(OP_CLOSE, reply))
+        self.on_close(code, reason)
+
+    def _fail(self, code: int, reason: str) -> None:
+        """A violation: send our close frame if none went out, then CLOSED."""
+        was_open = self._state is OPEN
+        self._transition("fail")
+        self._drop_buffers()
+        if was_open:
+            payload = _frames.close_payload(code, reason[: _frames.MAX_CLOSE_REASON])
+            self.on_output(_frames.serialize_frame(OP_CLOSE, payload))
+        self.on_close(code, reason)
+
+    # ---- frames cut by the end of a read -----------------------------------
+
+    def _begin_partial(self, window: _unmask.Window, pos: int, end: int) -> int:
+        """``window[pos:end]`` starts a frame that is not complete yet."""
+        header = _frames.read_header(window.view, pos, end, self.max_message_size)
+        if header is None:
+            self._head = window.view[pos:end].tobytes()
+            return end
+        self._start_frame(header)
+        return self._feed_frame(window, pos + header.size, end)
+
+    def _resume(self, window: _unmask.Window, pos: int, end: int) -> int:
+        if self._head is not None:
+            pos = self._complete_head(window, pos, end)
+            if self._head is not None:
+                return pos
+        return self._feed_frame(window, pos, end)
+
+    def _complete_head(self, window: _unmask.Window, pos: int, end: int) -> int:
+        head = self._head
+        take = min(MAX_HEADER_SIZE - len(head), end - pos)
+        joined = head + window.view[pos : pos + take]
+        header = _frames.read_header(memoryview(joined), 0, len(joined), self.max_message_size)
+        if header is None:  # 14 bytes always suffice, so the whole window was taken
+            self._head = joined
+            return pos + take
+        self._head = None
+        self._start_frame(header)
+        return pos + header.size - len(head)
+
+    def _start_frame(self, header: _frames.Header) -> None:
+        opcode = header.kind & 0x0F
+        if not opcode & 0x08 and self._state is OPEN:
+            self._data_frame_start(opcode, header.length)
+        self._frame = _PartialFrame(header.kind, header.key, header.length)
+
+    def _feed_frame(self, window: _unmask.Window, pos: int, end: int) -> int:
+        """Unmask and consume the next piece of the partial frame's payload."""
+        frame = self._frame
+        stop = pos + min(frame.remaining, end - pos)
+        frame.phase = window.unmask(pos, stop, frame.key, frame.phase)
+        frame.remaining -= stop - pos
+        chunk = window.view[pos:stop]
+        if frame.control is not None:
+            frame.control += chunk
+        elif self._state is OPEN:  # in CLOSING, data is dropped unread
+            self._message.add(chunk)
+        if frame.remaining == 0:
+            self._frame = None
+            self._end_partial(frame)
+        return stop
+
+    def _end_partial(self, frame: _PartialFrame) -> None:
+        if frame.control is not None:
+            self._control(frame.kind & 0x0F, memoryview(frame.control))
+        elif self._state is OPEN and frame.kind & FIN:
+            self._message_end()
