@@ -1,0 +1,230 @@
+"""RFC 6455 §4.2 opening handshake validation (ws/handshake.py)."""
+
+import base64
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from reactor.ws import handshake as hs
+
+RFC_KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455 §1.3
+RFC_ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+GOOD = [
+    ("host", "server.example.com"),
+    ("upgrade", "websocket"),
+    ("connection", "Upgrade"),
+    ("sec-websocket-key", RFC_KEY),
+    ("origin", "http://example.com"),
+    ("sec-websocket-protocol", "chat, superchat"),
+    ("sec-websocket-version", "13"),
+]
+
+
+def replace(name, *values, headers=GOOD):
+    """GOOD with header ``name`` replaced by ``values`` (none: removed)."""
+    kept = [(n, v) for n, v in headers if n != name]
+    return kept + [(name, v) for v in values]
+
+
+def validate(headers=GOOD, method="GET", version=(1, 1), **kwargs):
+    return hs.validate(method, version, headers, **kwargs)
+
+
+def parse_response(raw):
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = [tuple(line.split(": ", 1)) for line in lines]
+    return status_line, headers, body
+
+
+def assert_rejected(result, status, reason_part):
+    assert isinstance(result, hs.Reject)
+    assert result.status == status
+    assert reason_part in result.reason
+    status_line, headers, body = parse_response(result.response)
+    assert status_line.startswith(f"HTTP/1.1 {status} ")
+    assert ("Connection", "close") in headers
+    assert ("Content-Length", str(len(body))) in headers
+    assert body == (result.reason + "\n").encode()
+    assert "\n" not in result.reason
+    return headers
+
+
+def test_rfc_accept_key():
+    assert hs.accept_key(RFC_KEY) == RFC_ACCEPT
+
+
+def test_rfc_example_is_accepted_with_the_exact_101():
+    result = validate(subprotocols=["chat"])
+    assert isinstance(result, hs.Accept)
+    assert result.accept == RFC_ACCEPT and result.subprotocol == "chat"
+    assert result.response == (
+        b"HTTP/1.1 101 Switching Protocols\r\n"
+        b"Upgrade: websocket\r\n"
+        b"Connection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+        b"Sec-WebSocket-Protocol: chat\r\n"
+        b"\r\n"
+    )
+
+
+def test_no_subprotocol_configured_echoes_none():
+    result = validate()
+    assert result.subprotocol is None
+    assert b"Sec-WebSocket-Protocol" not in result.response
+
+
+def test_extensions_are_never_negotiated():
+    headers = GOOD + [("sec-websocket-extensions", "permessage-deflate; client_max_window_bits")]
+    result = validate(headers)
+    assert isinstance(result, hs.Accept)
+    assert b"Extensions" not in result.response
+
+
+@pytest.mark.parametrize(
+    ("offered", "supported", "chosen"),
+    [
+        (["chat, superchat"], ["superchat", "chat"], "superchat"),  # server preference
+        (["chat, superchat"], ["chat", "superchat"], "chat"),
+        (["chat", "superchat"], ["superchat"], "superchat"),  # repeated header
+        (["chat,superchat"], ["superchat"], "superchat"),
+        (["chat"], ["Chat"], None),  # case-sensitive tokens
+        (["chat"], ["other"], None),
+        ([], ["chat"], None),
+    ],
+)
+def test_subprotocol_selection(offered, supported, chosen):
+    headers = replace("sec-websocket-protocol", *offered)
+    result = validate(headers, subprotocols=supported)
+    assert result.subprotocol == chosen
+    assert (b"Sec-WebSocket-Protocol" in result.response) == (chosen is not None)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        replace("upgrade", "WebSocket"),
+        replace("upgrade", "WEBSOCKET"),
+        replace("upgrade", "foo, websocket"),
+        replace("upgrade", "h2c", "websocket"),
+        replace("connection", "keep-alive, Upgrade"),
+        replace("connection", "keep-alive", "upgrade"),
+        replace("connection", "UPGRADE"),
+        replace("sec-websocket-key", "  " + RFC_KEY + " "),
+        replace("sec-websocket-version", " 13 "),
+    ],
+)
+def test_accepted_variants(headers):
+    assert isinstance(validate(headers), hs.Accept)
+
+
+def test_http_2_0_and_later_versions_pass_the_version_check():
+    assert isinstance(validate(version=(2, 0)), hs.Accept)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "reason"),
+    [
+        ({"method": "POST"}, "GET"),
+        ({"method": "get"}, "GET"),  # methods are case-sensitive
+        ({"version": (1, 0)}, "HTTP/1.1"),
+        ({"headers": replace("host")}, "Host"),
+        ({"headers": replace("host", "a", "b")}, "Host"),
+        ({"headers": replace("host", " ")}, "Host"),
+        ({"headers": replace("upgrade")}, "Upgrade"),
+        ({"headers": replace("upgrade", "websocketx")}, "Upgrade"),
+        ({"headers": replace("upgrade", "web socket")}, "Upgrade"),
+        ({"headers": replace("connection")}, "Connection"),
+        ({"headers": replace("connection", "keep-alive")}, "Connection"),
+        ({"headers": replace("connection", "upgraded")}, "Connection"),
+        ({"headers": replace("sec-websocket-key")}, "Sec-WebSocket-Key"),
+        ({"headers": replace("sec-websocket-key", "not base64!")}, "Sec-WebSocket-Key"),
+        ({"headers": replace("sec-websocket-key", base64.b64encode(b"x" * 15).decode())}, "16"),
+        ({"headers": replace("sec-websocket-key", base64.b64encode(b"x" * 17).decode())}, "16"),
+        ({"headers": replace("sec-websocket-key", RFC_KEY, RFC_KEY)}, "Sec-WebSocket-Key"),
+        ({"headers": replace("sec-websocket-key", RFC_KEY[:-2])}, "Sec-WebSocket-Key"),
+    ],
+)
+def test_malformed_requests_get_400(kwargs, reason):
+    assert_rejected(validate(**kwargs), 400, reason)
+
+
+@pytest.mark.parametrize("versions", [(), ("8",), ("12",), ("14",), ("13, 8",), ("13", "8"), ("",)])
+def test_other_versions_get_426_naming_13(versions):
+    headers = assert_rejected(validate(replace("sec-websocket-version", *versions)), 426, "version")
+    assert ("Sec-WebSocket-Version", "13") in headers
+
+
+def test_malformed_request_is_reported_before_the_version():
+    result = validate(replace("sec-websocket-version", "8", headers=replace("upgrade")))
+    assert result.status == 400
+
+
+@pytest.mark.parametrize(
+    ("origins", "headers", "accepted"),
+    [
+        (None, GOOD, True),  # no allow-list: anything goes
+        (["http://example.com"], GOOD, True),
+        (["HTTP://EXAMPLE.COM"], GOOD, True),  # case-insensitive
+        (["https://example.com"], GOOD, False),
+        ([], GOOD, False),
+        (["http://example.com"], replace("origin"), False),  # no Origin, not allowed
+        (["http://example.com", None], replace("origin"), True),  # None admits it
+        (["http://example.com"], replace("origin", "http://example.com", "http://evil"), False),
+    ],
+)
+def test_origin_allow_list(origins, headers, accepted):
+    result = validate(headers, origins=origins)
+    if accepted:
+        assert isinstance(result, hs.Accept)
+    else:
+        assert_rejected(result, 403, "origin")
+
+
+def test_extra_headers_on_the_101():
+    result = validate(extra_headers=[("Set-Cookie", "id=1")])
+    assert result.response.endswith(b"Set-Cookie: id=1\r\n\r\n")
+    again = result.response_with([("X-Server", "reactor")])
+    assert again.endswith(
+        b"Sec-WebSocket-Accept: " + RFC_ACCEPT.encode() + b"\r\nX-Server: reactor\r\n\r\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "header", [("X-Evil", "a\r\nInjected: 1"), ("X-Evil", "a\nb"), ("Bad Name", "v"), ("", "v")]
+)
+def test_header_injection_is_refused(header):
+    with pytest.raises(ValueError):
+        validate(extra_headers=[header])
+    with pytest.raises(ValueError):
+        hs.reject(401, "no", [header])
+
+
+def test_application_rejection():
+    result = hs.reject(401, "missing token", [("WWW-Authenticate", 'Bearer realm="ws"')])
+    headers = assert_rejected(result, 401, "missing token")
+    assert parse_response(result.response)[0] == "HTTP/1.1 401 Unauthorized"
+    assert ("WWW-Authenticate", 'Bearer realm="ws"') in headers
+    forbidden = hs.reject(403, "not\r\nyours")
+    assert forbidden.reason == "not yours"  # one line, whatever the application passed
+    assert parse_response(forbidden.response)[0] == "HTTP/1.1 403 Forbidden"
+    assert parse_response(hs.reject(418, "teapot").response)[0] == "HTTP/1.1 418 "
+    with pytest.raises(ValueError):
+        hs.reject(200, "not an error")
+
+
+@given(nonce=st.binary(min_size=16, max_size=16))
+def test_any_16_byte_nonce_is_accepted_with_its_accept_value(nonce):
+    key = base64.b64encode(nonce).decode()
+    result = validate(replace("sec-websocket-key", key))
+    assert isinstance(result, hs.Accept)
+    assert result.accept == hs.accept_key(key)
+    assert f"Sec-WebSocket-Accept: {result.accept}\r\n".encode() in result.response
+
+
+@given(junk=st.binary(max_size=40).filter(lambda b: len(b) != 16))
+def test_other_nonce_sizes_are_refused(junk):
+    result = validate(replace("sec-websocket-key", base64.b64encode(junk).decode()))
+    assert isinstance(result, hs.Reject) and result.status == 400

@@ -1,0 +1,232 @@
+"""RFC 6455 §4.2 opening handshake, server side: pure validation, no I/O.
+
+The glue parses the HTTP request (reactor.http) and hands the fields over:
+``validate(method, http_version, headers, ...)`` returns an ``Accept``
+carrying the exact 101 response bytes, or a ``Reject`` carrying the status,
+a one-line reason and a complete HTTP error response (``Connection: close``,
+``Content-Length``, a short text body). ``headers`` is a sequence of
+``(name, value)`` with lowercased names and latin-1 str values; a repeated
+header appears repeatedly and its values are read as one comma list.
+
+Answers: 400 for a malformed upgrade request, 426 (with
+``Sec-WebSocket-Version: 13``) for a missing or other version, 403 when an
+Origin allow-list is configured and the Origin is not in it. An application
+hook may still refuse an accepted request: ``reject(401, "...")`` builds that
+response, and ``Accept.response_with(extra_headers)`` adds headers (cookies...)
+to the 101. Extensions (permessage-deflate) are never negotiated: the offer is
+ignored, so frames with RSV bits set remain protocol errors.
+
+Subprotocols: the SERVER's preference wins. The first entry of the
+configured list that the client offered is chosen (so a server can prefer
+``v2.chat`` over ``chat`` whatever order a client lists them in); nothing is
+echoed when none match, and the client decides whether to go on (§4.2.2).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3, §4.2.2
+SUPPORTED_VERSION = "13"  # RFC 6455 §4.1 / §4.4
+KEY_BYTES = 16  # §4.1: the key is a random 16-byte nonce, base64-encoded
+
+# Reason phrases for the statuses this module produces or an upgrade hook
+# may use; written out so ws/ needs nothing named `http` (layering rule).
+_PHRASES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    409: "Conflict",
+    410: "Gone",
+    426: "Upgrade Required",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+_TOKEN_CHARS = frozenset(
+    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+_MAX_REASON = 200  # one short line: the reason is echoed into the body
+
+
+def accept_key(key: str) -> str:
+    """``Sec-WebSocket-Accept`` for a ``Sec-WebSocket-Key`` (§4.2.2 step 5.4)."""
+    digest = hashlib.sha1((key + GUID).encode("ascii")).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+class Accept(NamedTuple):
+    """The upgrade is valid: send ``response`` (the 101), then speak frames."""
+
+    accept: str  # Sec-WebSocket-Accept value
+    subprotocol: str | None
+    response: bytes
+
+    def response_with(self, extra_headers: Iterable[tuple[str, str]]) -> bytes:
+        """The 101 response with more headers (e.g. from an upgrade hook)."""
+        return _switching_protocols(self.accept, self.subprotocol, extra_headers)
+
+
+class Reject(NamedTuple):
+    """The upgrade is refused: send ``response`` and close the connection."""
+
+    status: int
+    reason: str
+    response: bytes
+
+
+def validate(
+    method: str,
+    http_version: tuple[int, int],
+    headers: Sequence[tuple[str, str]],
+    *,
+    subprotocols: Sequence[str] = (),
+    origins: Iterable[str | None] | None = None,
+    extra_headers: Iterable[tuple[str, str]] = (),
+) -> Accept | Reject:
+    """Check an opening handshake (§4.2.1) and build the answer.
+
+    ``origins``: None accepts any Origin; otherwise the allowed Origin values
+    (compared case-insensitively), where a ``None`` entry admits requests
+    without an Origin header (non-browser clients).
+    """
+    fields = _collect(headers)
+    problem = _check_request(method, http_version, fields)
+    if problem is not None:
+        return problem
+    if origins is not None and not _origin_allowed(fields.get("origin"), origins):
+        return reject(403, "origin not allowed")
+    accept = accept_key(fields["sec-websocket-key"][0].strip())
+    chosen = select_subprotocol(fields.get("sec-websocket-protocol", ()), subprotocols)
+    return Accept(accept, chosen, _switching_protocols(accept, chosen, extra_headers))
+
+
+_WANTED = frozenset(
+    (
+        "host",
+        "upgrade",
+        "connection",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-protocol",
+        "origin",
+    )
+)
+
+
+def _collect(headers: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
+    """The values of the headers the handshake reads, in arrival order."""
+    fields: dict[str, list[str]] = {}
+    for name, value in headers:
+        if name in _WANTED:
+            fields.setdefault(name, []).append(value)
+    return fields
+
+
+def _has_token(values: Iterable[str], token: str) -> bool:
+    """Whether comma-list header values (RFC 9110 §5.6.1) hold ``token``
+    (lowercase), compared case-insensitively as a whole element."""
+    for value in values:
+        value = value.lower()
+        if token in value and token in (t.strip() for t in value.split(",")):
+            return True
+    return False
+
+
+def _check_request(
+    method: str, http_version: tuple[int, int], fields: dict[str, list[str]]
+) -> Reject | None:
+    if method != "GET":
+        return reject(400, "WebSocket upgrade requires GET")
+    if tuple(http_version) < (1, 1):
+        return reject(400, "WebSocket upgrade requires HTTP/1.1 or later")
+    hosts = fields.get("host", ())
+    if len(hosts) != 1 or not hosts[0].strip():
+        return reject(400, "missing or repeated Host header")
+    if not _has_token(fields.get("upgrade", ()), "websocket"):
+        return reject(400, "missing 'Upgrade: websocket'")
+    if not _has_token(fields.get("connection", ()), "upgrade"):
+        return reject(400, "missing 'Connection: upgrade'")
+    if not _valid_key(fields.get("sec-websocket-key", ())):
+        return reject(400, "Sec-WebSocket-Key must be base64 of 16 bytes")
+    versions = fields.get("sec-websocket-version", ())
+    if len(versions) != 1 or versions[0].strip() != SUPPORTED_VERSION:
+        return reject(
+            426, "unsupported WebSocket version", [("Sec-WebSocket-Version", SUPPORTED_VERSION)]
+        )
+    return None
+
+
+def _valid_key(values: Sequence[str]) -> bool:
+    if len(values) != 1:
+        return False
+    try:
+        return len(base64.b64decode(values[0].strip(), validate=True)) == KEY_BYTES
+    except (binascii.Error, ValueError):
+        return False
+
+
+def _origin_allowed(values: Sequence[str] | None, allowed: Iterable[str | None]) -> bool:
+    allowed_set = {o.lower() if o is not None else None for o in allowed}
+    if values is None:
+        return None in allowed_set
+    return len(values) == 1 and values[0].strip().lower() in allowed_set
+
+
+def select_subprotocol(offered_values: Iterable[str], supported: Sequence[str]) -> str | None:
+    """The first of ``supported`` (server preference) that the client offered
+    in its ``Sec-WebSocket-Protocol`` values; tokens compare case-sensitively."""
+    offered = {t.strip() for v in offered_values for t in v.split(",")}
+    for name in supported:
+        if name in offered:
+            return name
+    return None
+
+
+def _header_lines(headers: Iterable[tuple[str, str]]) -> str:
+    lines = []
+    for name, value in headers:
+        if not name or not set(name) <= _TOKEN_CHARS:
+            raise ValueError(f"invalid header name {name!r}")
+        if "\r" in value or "\n" in value or "\0" in value:
+            raise ValueError(f"invalid header value for {name}")
+        lines.append(f"{name}: {value}\r\n")
+    return "".join(lines)
+
+
+def _switching_protocols(
+    accept: str, subprotocol: str | None, extra_headers: Iterable[tuple[str, str]]
+) -> bytes:
+    protocol = "" if subprotocol is None else f"Sec-WebSocket-Protocol: {subprotocol}\r\n"
+    head = (
+        "HTTP/1.1 101 Switching Protocols\r\n"
+        "Upgrade: websocket\r\n"
+        "Connection: Upgrade\r\n"
+        f"Sec-WebSocket-Accept: {accept}\r\n{protocol}{_header_lines(extra_headers)}\r\n"
+    )
+    return head.encode("latin-1")
+
+
+def reject(status: int, reason: str, extra_headers: Iterable[tuple[str, str]] = ()) -> Reject:
+    """An HTTP error answer to an upgrade request: for this module's checks,
+    and for an application hook refusing a valid one (e.g. 401, 403)."""
+    if not 400 <= status <= 599:
+        raise ValueError("a rejection needs a 4xx or 5xx status")
+    reason = " ".join(reason.split())[:_MAX_REASON]  # one line, bounded
+    body = (reason + "\n").encode("utf-8")
+    headers = [
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("Content-Length", str(len(body))),
+        ("Connection", "close"),
+        *extra_headers,
+    ]
+    status_line = f"HTTP/1.1 {status} {_PHRASES.get(status, '')}"  # the SP stays (RFC 9112 §4)
+    head = (status_line + "\r\n" + _header_lines(headers) + "\r\n").encode("latin-1")
+    return Reject(status, reason, head + body)
