@@ -1,0 +1,551 @@
+"""Static files over HTTP/1.1: the glue between the reactor and ``reactor.http``.
+
+The seed's ``http_request``/``http_response`` (section 11.3) without its bugs:
+a request head may arrive in many reads or many heads in one read; a body
+never blocks the loop; the file is closed on every path.
+
+One connection's life:
+
+    waiting for a head --complete head--> responding --body handed to the kernel-->
+        keep-alive: idle (waiting for a head again) | close: close_after_flush
+
+- Pipelining: requests are answered strictly in order. The next request is
+  parsed only when the previous response is entirely handed to the kernel
+  (no file body in progress, nothing left in the reactor's output buffer), so
+  a pipelined flood cannot make us build responses faster than the client
+  reads them. Bytes that arrive meanwhile wait in ``ctx.buf`` and reading is
+  paused, so that buffer is bounded by one read (the reactor's 256 KiB).
+- Bodies: small files are read once and cached; their head and body leave
+  in one write. Larger ones go out with ``os.sendfile``, continued from
+  ``on_writable`` after EAGAIN, at most SENDFILE_TURN bytes per turn so one
+  fast reader cannot starve the others.
+- Timeouts: a head has ``header_timeout`` seconds from its first byte (from
+  the accept for the first request), an idle keep-alive connection has
+  ``keepalive_timeout``. No timer per connection: two insertion-ordered dicts
+  (conn -> since) are swept from their oldest end by one reactor timer.
+- Errors: a parser error means the byte stream lost its framing, so the error
+  is answered with ``Connection: close`` and a lingering close; errors from
+  resolving the path come from a well-framed request and keep the connection.
+- Upgrade (``--proto auto``): a request with ``Upgrade: websocket`` is handed
+  to ``upgrade(conn, request, buf, pos)`` together with the buffer and the
+  offset just past its head. Without an upgrade callback the header is
+  ignored and the request served as a plain GET, as RFC 9110 §7.8 allows
+  ("A server MAY ignore a received Upgrade header field"); nginx does the same
+  for static locations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import os
+import stat
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..handler import Handler
+from ..http.request import HttpError, Request, RequestParser
+from ..http.static import Redirect, error_response, plan, resolve
+from ..loop import Connection, Reactor
+
+log = logging.getLogger("reactor.http")
+access_log = logging.getLogger("reactor.access")
+
+Upgrade = Callable[[Connection, Request, Any, int], None]
+
+DEFAULT_HEADER_TIMEOUT = 10.0  # seconds for a whole request head (slowloris bound)
+DEFAULT_KEEPALIVE_TIMEOUT = 75.0  # seconds an idle persistent connection is kept (nginx: 75)
+SENDFILE_TURN = 4 * 1024 * 1024  # bytes per on_writable turn: fairness between fast readers
+SMALL_FILE = 32 * 1024  # files up to this size are read and cached, head+body in one write
+CACHE_BYTES = 16 * 1024 * 1024  # small-file cache per worker: 512+ hot files at the largest size
+OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # resolve()'s contract
+OUT_OF_FDS = (errno.EMFILE, errno.ENFILE)
+
+
+class HttpState:
+    """Per-connection state (``conn.ctx``). Idle, it holds the parser and
+    ``None`` everywhere else: no buffer, no file."""
+
+    __slots__ = (
+        "parser",
+        "buf",
+        "file_fd",
+        "offset",
+        "remaining",
+        "keep_alive",
+        "paused",
+        "eof",
+        "peer",
+        "log_line",
+        "status",
+        "body_length",
+    )
+
+    def __init__(self, peer: str | None) -> None:
+        self.parser = RequestParser()
+        self.buf: bytearray | None = None  # unparsed input: a partial head or pipelined requests
+        self.file_fd = -1  # the file whose body is being sent, else -1
+        self.offset = 0  # next file offset to send
+        self.remaining = 0  # body bytes still to send
+        self.keep_alive = True  # of the response in progress
+        self.paused = False  # we paused reading (pipelined input waits in buf)
+        self.eof = False  # the peer shut down its write side
+        self.peer = peer  # host for the access log (None when logging is off)
+        self.log_line: str | None = None  # request line of the body in progress (access log)
+        self.status = 0
+        self.body_length = 0
+
+
+class FileCache:
+    """Contents of small files by (path, inode, mtime_ns, size): a changed file
+    gets a new key, so a stale body is never served; old keys age out oldest
+    first once the byte budget is spent."""
+
+    def __init__(self, budget: int = CACHE_BYTES) -> None:
+        self.budget = budget
+        self.used = 0
+        self.entries: dict[tuple, bytes] = {}
+
+    def get(self, path: str, st: os.stat_result) -> bytes | None:
+        return self.entries.get((path, st.st_ino, st.st_mtime_ns, st.st_size))
+
+    def put(self, path: str, st: os.stat_result, content: bytes) -> None:
+        entries = self.entries
+        while entries and self.used + len(content) > self.budget:
+            self.used -= len(entries.pop(next(iter(entries))))
+        entries[(path, st.st_ino, st.st_mtime_ns, st.st_size)] = content
+        self.used += len(content)
+
+
+class HttpHandler(Handler):
+    """Serves GET/HEAD of the regular files under ``root``."""
+
+    def __init__(
+        self,
+        reactor: Reactor,
+        root: str | os.PathLike,
+        *,
+        header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+        keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
+        access_log_enabled: bool = True,
+        upgrade: Upgrade | None = None,
+    ) -> None:
+        self.reactor = reactor
+        self.root_real = os.path.realpath(root)
+        if not os.path.isdir(self.root_real):
+            raise SystemExit(f"--root {root}: not a directory")
+        self.header_timeout = header_timeout
+        self.keepalive_timeout = keepalive_timeout
+        self.log_access = access_log_enabled and access_log.isEnabledFor(logging.INFO)
+        self.upgrade = upgrade
+        self.cache = FileCache()
+        self.heads: dict[Connection, float] = {}  # waiting for a head, since (monotonic)
+        self.idle: dict[Connection, float] = {}  # keep-alive idle, since (monotonic)
+        timeouts = [t for t in (header_timeout, keepalive_timeout) if t > 0]
+        if timeouts:
+            reactor.call_every(min(1.0, min(timeouts) / 4), self._sweep)
+        self._log_second = -1
+        self._log_stamp = ""
+
+    # ---- reactor callbacks ------------------------------------------------
+
+    def on_open(self, conn: Connection, peer: Any) -> None:
+        conn.ctx = HttpState(_peer_host(peer) if self.log_access else None)
+        self.heads[conn] = self.reactor.now  # the first head's clock starts at the accept
+
+    def on_data(self, conn: Connection, data: memoryview) -> None:
+        ctx: HttpState = conn.ctx
+        self.idle.pop(conn, None)
+        if ctx.buf is None:
+            self._run(conn, ctx, bytes(data))  # one copy per read; the parser searches in place
+        else:
+            ctx.buf += data
+            self._run(conn, ctx, ctx.buf)
+
+    def on_writable(self, conn: Connection) -> None:
+        ctx: HttpState = conn.ctx
+        if ctx.file_fd >= 0 and not self._send_body(conn, ctx):
+            return  # more body to send: on_writable comes again
+        if conn.pending() or conn.closed:
+            return
+        self._continue(conn, ctx)
+
+    def on_eof(self, conn: Connection) -> None:
+        ctx: HttpState = conn.ctx
+        ctx.eof = True
+        self._forget(conn)
+        if ctx.file_fd >= 0 or conn.pending():
+            self._pause(conn, ctx)  # finish the response in progress first
+        else:
+            conn.close_after_flush()  # a partial head can never complete now
+
+    def on_shutdown(self, conn: Connection) -> None:
+        ctx: HttpState = conn.ctx
+        if ctx.file_fd >= 0:
+            ctx.keep_alive = False  # finish this body, then close
+        else:
+            conn.close_after_flush()
+
+    def on_close(self, conn: Connection, error: BaseException | None) -> None:
+        self._forget(conn)
+        ctx: HttpState | None = conn.ctx
+        if ctx is not None and ctx.file_fd >= 0:
+            self._end_body(ctx)  # client gone mid-body: log what it got, release the file
+
+    # ---- requests -----------------------------------------------------------
+
+    def _run(self, conn: Connection, ctx: HttpState, buf: bytes | bytearray) -> None:
+        """Answer the complete requests in ``buf`` in order, while allowed."""
+        pos, end = 0, len(buf)
+        while pos < end:
+            if ctx.file_fd >= 0 or conn.pending():
+                self._keep(ctx, buf, pos)  # the previous response is still leaving
+                self._pause(conn, ctx)
+                return
+            try:
+                request, head_end = ctx.parser.parse(buf, pos, end)
+            except HttpError as exc:
+                self._reject(conn, ctx, exc)
+                return
+            if request is None:
+                break
+            self.heads.pop(conn, None)
+            if self.upgrade is not None and request.wants_upgrade:
+                self._hand_over(conn, ctx, request, buf, head_end)
+                return
+            pos = head_end
+            if not self._respond(conn, ctx, request):
+                return  # closing: the remaining input is dropped
+        self._keep(ctx, buf, pos)
+        self._await_next(conn, ctx)
+
+    def _continue(self, conn: Connection, ctx: HttpState) -> None:
+        """The previous response is fully handed over: on to the next request."""
+        if ctx.buf is not None:
+            self._run(conn, ctx, ctx.buf)
+        else:
+            self._await_next(conn, ctx)
+
+    def _await_next(self, conn: Connection, ctx: HttpState) -> None:
+        if ctx.file_fd >= 0 or conn.pending() or conn.closed:
+            return  # on_writable continues
+        if ctx.eof:
+            conn.close_after_flush()  # all answered; the peer sends no more
+            return
+        if ctx.paused:
+            ctx.paused = False
+            conn.resume_reading()
+        now = self.reactor.now
+        if ctx.buf is None:
+            self.idle.pop(conn, None)  # re-insert: the dict must stay in time order
+            self.idle[conn] = now
+        else:
+            self.heads.setdefault(conn, now)  # a partial head: its clock runs from its first byte
+
+    @staticmethod
+    def _keep(ctx: HttpState, buf: bytes | bytearray, pos: int) -> None:
+        """Keep buf[pos:] as the unparsed input."""
+        if buf is ctx.buf:
+            if pos:
+                del buf[:pos]  # O(1): CPython moves a bytearray's start
+            if not buf:
+                ctx.buf = None
+        elif pos < len(buf):
+            ctx.buf = bytearray(memoryview(buf)[pos:])
+
+    @staticmethod
+    def _pause(conn: Connection, ctx: HttpState) -> None:
+        if not ctx.paused:
+            ctx.paused = True
+            conn.pause_reading()
+
+    def _respond(self, conn: Connection, ctx: HttpState, request: Request) -> bool:
+        """Answer one request; False when the connection is closing."""
+        keep_alive = request.keep_alive and not self.reactor.stopping
+        try:
+            path = resolve(self.root_real, request.target)
+            done = self._send_file(conn, ctx, request, path, keep_alive)
+        except HttpError as exc:  # from a well-framed request: the connection may persist
+            self._send_error(conn, ctx, request, exc, keep_alive)
+            done = True
+        if done and not keep_alive:
+            conn.close_after_flush(linger=True)  # unread pipelined input must not reset it
+        return keep_alive
+
+    def _send_file(
+        self, conn: Connection, ctx: HttpState, request: Request, path: str, keep_alive: bool
+    ) -> bool:
+        """Start the response for a resolved path; True when it is all handed over."""
+        st = _lstat_or_none(path)  # a cache hit needs no open: the key proves the version
+        if st is not None and stat.S_ISREG(st.st_mode) and st.st_size <= SMALL_FILE:
+            content = self.cache.get(path, st)
+            if content is not None:
+                self._send_small(conn, ctx, request, path, st, content, keep_alive)
+                return True
+        fd, st = self._open(path)
+        if st.st_size <= SMALL_FILE:
+            try:
+                content = _read_all(fd, st.st_size)
+            finally:
+                os.close(fd)
+            if len(content) == st.st_size:  # else it changed while read: not cached
+                self.cache.put(path, st, content)
+            self._send_small(conn, ctx, request, path, st, content, keep_alive)
+            return True
+        return self._start_body(conn, ctx, request, path, fd, st, keep_alive)
+
+    def _start_body(
+        self,
+        conn: Connection,
+        ctx: HttpState,
+        request: Request,
+        path: str,
+        fd: int,
+        st: os.stat_result,
+        keep_alive: bool,
+    ) -> bool:
+        """Send the head, then the body with sendfile; ``fd`` is ours to close."""
+        try:
+            response = plan(request, path, st, time.time(), keep_alive)
+        except BaseException:
+            os.close(fd)
+            raise
+        conn.write(response.head)
+        if not response.length:
+            os.close(fd)
+            self._log(ctx, request, response.status, 0)
+            return True
+        ctx.file_fd, ctx.offset, ctx.remaining = fd, response.offset, response.length
+        ctx.keep_alive, ctx.status, ctx.body_length = keep_alive, response.status, response.length
+        if self.log_access:
+            ctx.log_line = _request_line(request)
+        return self._send_body(conn, ctx)
+
+    def _send_small(
+        self,
+        conn: Connection,
+        ctx: HttpState,
+        request: Request,
+        path: str,
+        st: os.stat_result,
+        content: bytes,
+        keep_alive: bool,
+    ) -> None:
+        response = plan(request, path, st, time.time(), keep_alive)
+        if response.length:
+            start = response.offset
+            conn.write(response.head + content[start : start + response.length])
+        else:
+            conn.write(response.head)
+        if self.log_access:
+            self._log(ctx, request, response.status, response.length)
+
+    def _open(self, path: str) -> tuple[int, os.stat_result]:
+        try:
+            fd = os.open(path, OPEN_FLAGS)  # O_NOFOLLOW: no symlink swapped in since resolve
+        except OSError as exc:
+            if exc.errno in OUT_OF_FDS:
+                raise HttpError(503, "out of file descriptors") from None
+            raise HttpError(404, "not found") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):  # a FIFO or device swapped in since resolve
+            os.close(fd)
+            raise HttpError(404, "not a regular file")
+        return fd, st
+
+    # ---- bodies -------------------------------------------------------------
+
+    def _send_body(self, conn: Connection, ctx: HttpState) -> bool:
+        """Hand the body to the kernel until EAGAIN or SENDFILE_TURN bytes;
+        True when it is done (the response is complete)."""
+        budget = SENDFILE_TURN
+        while ctx.remaining and budget > 0:
+            sent = conn.sendfile(ctx.file_fd, ctx.offset, min(ctx.remaining, budget))
+            if sent is None:
+                return False  # EAGAIN (on_writable follows) or the peer is gone (on_close)
+            if sent == 0:  # the file shrank: Content-Length can no longer be honoured
+                log.warning("%s shrank while being sent; closing", ctx.log_line or "a file")
+                conn.close()
+                return False
+            ctx.offset += sent
+            ctx.remaining -= sent
+            budget -= sent
+        if ctx.remaining:
+            conn.want_writable()  # let the other connections run first
+            return False
+        self._end_body(ctx)
+        if not ctx.keep_alive:
+            conn.close_after_flush(linger=True)
+            return False
+        return True
+
+    def _end_body(self, ctx: HttpState) -> None:
+        os.close(ctx.file_fd)
+        ctx.file_fd = -1
+        if ctx.log_line is not None:
+            self._write_log(ctx, ctx.log_line, ctx.status, ctx.body_length - ctx.remaining)
+            ctx.log_line = None
+
+    # ---- errors, upgrade, timeouts ------------------------------------------
+
+    def _send_error(
+        self, conn: Connection, ctx: HttpState, request: Request, exc: HttpError, keep_alive: bool
+    ) -> None:
+        is_head = request.method == "HEAD"
+        conn.write(
+            error_response(
+                exc.status,
+                _reason(exc),
+                keep_alive=keep_alive,
+                extra_headers=exc.headers,
+                head=is_head,
+            )
+        )
+        self._log(ctx, request, exc.status, -1)
+
+    def _reject(self, conn: Connection, ctx: HttpState, exc: HttpError) -> None:
+        """A malformed head: answer, then close (the framing is lost)."""
+        self._forget(conn)
+        ctx.buf = None
+        conn.write(
+            error_response(exc.status, exc.reason, keep_alive=False, extra_headers=exc.headers)
+        )
+        conn.close_after_flush(linger=True)
+        if self.log_access:
+            self._write_log(ctx, "-", exc.status, -1)
+
+    def _hand_over(
+        self, conn: Connection, ctx: HttpState, request: Request, buf: Any, head_end: int
+    ) -> None:
+        """Give the connection to the upgrade callee (e.g. WebSocket) with the
+        bytes that followed the head: frames may have come in the same read."""
+        self._forget(conn)
+        ctx.buf = None
+        if ctx.paused:
+            conn.resume_reading()
+        if self.log_access:
+            self._write_log(ctx, _request_line(request), 101, -1)
+        self.upgrade(conn, request, buf, head_end)
+
+    def _forget(self, conn: Connection) -> None:
+        self.heads.pop(conn, None)
+        self.idle.pop(conn, None)
+
+    def _sweep(self) -> None:
+        """Close what waited too long; each dict is ordered oldest first."""
+        now = self.reactor.now
+        if self.header_timeout > 0:
+            for conn in _expired(self.heads, now - self.header_timeout):
+                self._head_timed_out(conn)
+        if self.keepalive_timeout > 0:
+            for conn in _expired(self.idle, now - self.keepalive_timeout):
+                self.idle.pop(conn, None)
+                conn.close()
+
+    def _head_timed_out(self, conn: Connection) -> None:
+        ctx: HttpState = conn.ctx
+        self.heads.pop(conn, None)
+        if ctx.buf is None:
+            conn.close()  # not a byte of a request: nothing to answer (as nginx)
+            return
+        ctx.buf = None
+        conn.write(error_response(408, "request head not received in time", keep_alive=False))
+        conn.close_after_flush(linger=True)
+        if self.log_access:
+            self._write_log(ctx, "-", 408, -1)
+
+    # ---- access log (common log format) -------------------------------------
+
+    def _log(self, ctx: HttpState, request: Request, status: int, size: int) -> None:
+        if self.log_access:
+            self._write_log(ctx, _request_line(request), status, size)
+
+    def _write_log(self, ctx: HttpState, line: str, status: int, size: int) -> None:
+        size_text = str(size) if size > 0 else "-"  # CLF: "-" when no body bytes
+        access_log.info(
+            '%s - - [%s] "%s" %d %s', ctx.peer or "-", self._stamp(), line, status, size_text
+        )
+
+    def _stamp(self) -> str:
+        second = int(time.time())
+        if second != self._log_second:
+            self._log_second = second
+            self._log_stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(second))
+        return self._log_stamp
+
+
+def _expired(since_by_conn: dict[Connection, float], limit: float) -> list[Connection]:
+    expired = []
+    for conn, since in since_by_conn.items():
+        if since > limit:
+            break  # insertion order is time order: the rest are younger
+        expired.append(conn)
+    return expired
+
+
+def _request_line(request: Request) -> str:
+    major, minor = request.http_version
+    target = request.target.replace('"', "%22")  # keep the quoted CLF field parseable
+    return f"{request.method} {target} HTTP/{major}.{minor}"
+
+
+def _reason(exc: HttpError) -> str:
+    return f"Moved to {exc.location}" if isinstance(exc, Redirect) else exc.reason
+
+
+def _peer_host(peer: Any) -> str | None:
+    return peer[0] if isinstance(peer, tuple) and peer else None
+
+
+def _lstat_or_none(path: str) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except OSError:
+        return None  # let the open report it
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    chunks, got = [], 0
+    while got < size:
+        chunk = os.pread(fd, size - got, got)
+        if not chunk:
+            break  # truncated meanwhile: the caller sees a short read
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+# ---- composition ---------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add(
+        "--header-timeout",
+        type=float,
+        default=DEFAULT_HEADER_TIMEOUT,
+        help="seconds a client has to send a request head; slower ones get 408 (0: no limit)",
+    )
+    add(
+        "--keepalive-timeout",
+        type=float,
+        default=DEFAULT_KEEPALIVE_TIMEOUT,
+        help="seconds an idle keep-alive connection is kept open (0: until --idle-timeout)",
+    )
+    add("--quiet", action="store_true", help="no access log (one line per request otherwise)")
+
+
+def make_handler(
+    options: argparse.Namespace, reactor: Reactor, *, upgrade: Upgrade | None = None
+) -> HttpHandler:
+    return HttpHandler(
+        reactor,
+        Path(options.root),
+        header_timeout=options.header_timeout,
+        keepalive_timeout=options.keepalive_timeout,
+        access_log_enabled=not options.quiet,
+        upgrade=upgrade,
+    )
