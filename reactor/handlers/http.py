@@ -54,7 +54,10 @@ from ..loop import Connection, Reactor
 log = logging.getLogger("reactor.http")
 access_log = logging.getLogger("reactor.access")
 
-Upgrade = Callable[[Connection, Request, Any, int], None]
+# upgrade(conn, request, buf, pos): buf[pos:] are the bytes that followed the head (all of
+# them belong to the connection); the callee takes the connection over (conn.handler,
+# conn.ctx) and may return the HTTP status it answered, for the access log.
+Upgrade = Callable[[Connection, Request, Any, int], "int | None"]
 
 DEFAULT_HEADER_TIMEOUT = 10.0  # seconds for a whole request head (slowloris bound)
 DEFAULT_KEEPALIVE_TIMEOUT = 75.0  # seconds an idle persistent connection is kept (nginx: 75)
@@ -426,9 +429,9 @@ class HttpHandler(Handler):
         ctx.buf = None
         if ctx.paused:
             conn.resume_reading()
-        if self.log_access:
-            self._write_log(ctx, _request_line(request), 101, -1)
-        self.upgrade(conn, request, buf, head_end)
+        status = self.upgrade(conn, request, buf, head_end)
+        if self.log_access:  # the callee may return the status it answered (else 101)
+            self._write_log(ctx, _request_line(request), status or 101, -1)
 
     def _forget(self, conn: Connection) -> None:
         self.heads.pop(conn, None)
