@@ -250,3 +250,32 @@ def test_ws_echo_accepts_fragments_and_answers_pings(tools: None, ws_server) -> 
             break
         threading.Event().wait(0.05)
     assert pongs == [True, True]
+
+
+def test_ws_handshake_with_a_wrong_accept_key_is_an_error(tools: None) -> None:
+    """RFC 6455 §4.1: the client must check Sec-WebSocket-Accept, not just the 101."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer_wrongly() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                request = b""
+                while b"\r\n\r\n" not in request and (chunk := conn.recv(4096)):
+                    request += chunk
+                conn.sendall(
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                    b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
+                    b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"  # right format, wrong key
+                )
+
+    threading.Thread(target=answer_wrongly, daemon=True).start()
+    try:
+        status, result = loadgen("ws-echo", listener.getsockname()[1], "-c", "3")
+    finally:
+        listener.close()
+    assert status == 1
+    assert result["errors"]["handshake"] == 3 and result["connected"] == 0
