@@ -383,6 +383,29 @@ def test_buffers_are_dropped_when_done():
     assert per_connection_bytes(proto) <= 150
 
 
+def test_tiny_fragments_cost_no_more_memory_than_the_message():
+    """A text message in 2-byte fragments: the buffered state stays close to
+    the payload size (no per-fragment objects)."""
+    import tracemalloc
+
+    count = 20_000
+    data = text("é", fin=False) + b"".join(cont("é", fin=False) for _ in range(count))
+    reads = chopped(data, 65536)
+    proto = Idle()
+    proto.accept()
+    tracemalloc.start()
+    try:
+        for piece in reads:
+            RECV[: len(piece)] = piece
+            proto.receive(RECV, 0, len(piece))
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    payload_size = 2 * (count + 1)
+    assert proto._message.size == payload_size
+    assert held < 2 * payload_size + 16384
+
+
 # ---- Autobahn group 1: framing -----------------------------------------------------
 
 

@@ -42,10 +42,12 @@ is received, not at the end of the frame or message.
 ``send_text / send_binary / send / ping / pong / close`` return frame bytes for
 the glue to write, and refuse data once the connection is not OPEN.
 
-Memory: an idle connection holds 5 slots and no buffer at all. A partial
-header (< 14 bytes), a partial frame and a message in progress each allocate a
-small object only while they exist and drop it when done; limits are ints
-shared by every connection of a server.
+Memory: an idle connection is one object of 5 slots (72 bytes with the GC
+header, measured with sys.getsizeof) referencing only shared objects (None,
+State members, the server-wide limit int): no buffer, no decoder. A partial
+header (< 14 bytes), a partial frame and a message in progress each allocate
+a small object only while they exist and drop it when done. A message in
+progress is one bytearray of its raw bytes, whatever its fragmentation.
 """
 
 from __future__ import annotations
@@ -125,42 +127,51 @@ class _PartialFrame:
 
 
 class _Message:
-    """A data message in progress (fragmented, or one frame cut by a read)."""
+    """A data message in progress (fragmented, or one frame cut by a read).
 
-    __slots__ = ("opcode", "size", "chunks", "utf8_tail")
+    The raw bytes accumulate in ONE bytearray, text included: memory stays
+    about the message size whatever the fragmentation (decoded str pieces
+    would cost ~50 bytes of overhead each, 800 MB for 16 MiB sent in 1-byte
+    fragments). Text is validated as it arrives and decoded once at the end.
+    """
+
+    __slots__ = ("opcode", "buffer", "unchecked")
 
     def __init__(self, opcode: int) -> None:
         self.opcode = opcode
-        self.size = 0
-        self.chunks: list = []  # decoded str pieces (text) or bytes (binary)
-        self.utf8_tail = b""  # undecoded end of text: an incomplete code point
+        self.buffer = bytearray()
+        self.unchecked = 0  # trailing bytes of an incomplete UTF-8 sequence (0..3)
+
+    @property
+    def size(self) -> int:
+        return len(self.buffer)
 
     def add(self, chunk: memoryview) -> None:
-        self.size += len(chunk)
-        if self.opcode == OP_BINARY:
-            self.chunks.append(chunk.tobytes())
-        else:
-            self._decode(chunk)
+        self.buffer += chunk
+        if self.opcode == OP_TEXT:
+            self._validate(len(chunk))
 
-    def _decode(self, chunk: memoryview) -> None:
-        data = self.utf8_tail + chunk if self.utf8_tail else chunk
-        try:
-            text, used = utf_8_decode(data, "strict", False)
-        except UnicodeDecodeError:
-            raise ProtocolError(CLOSE_INVALID_DATA, "invalid UTF-8 in a text message") from None
-        self.chunks.append(text)
-        self.utf8_tail = bytes(data[used:])
+    def _validate(self, added: int) -> None:
+        """Fail fast (1007) on the first invalid byte of the last ``added``."""
+        start = len(self.buffer) - added - self.unchecked
+        # Views, not a slice copy; released before the bytearray grows again.
+        with memoryview(self.buffer) as whole, whole[start:] as fresh:
+            try:
+                _, used = utf_8_decode(fresh, "strict", False)
+            except UnicodeDecodeError:
+                raise ProtocolError(CLOSE_INVALID_DATA, "invalid UTF-8 in a text message") from None
+        self.unchecked = len(self.buffer) - start - used
         # CPython waits for a 3rd byte after ED A0..BF, a prefix that can only
         # become a UTF-16 surrogate (RFC 3629 §4): reject it now (fail fast).
-        if len(self.utf8_tail) == 2 and self.utf8_tail[0] == 0xED and self.utf8_tail[1] >= 0xA0:
+        if self.unchecked == 2 and self.buffer[-2] == 0xED and self.buffer[-1] >= 0xA0:
             raise ProtocolError(CLOSE_INVALID_DATA, "invalid UTF-8 in a text message")
 
     def result(self) -> str | bytes:
         if self.opcode == OP_BINARY:
-            return b"".join(self.chunks)
-        if self.utf8_tail:
+            return bytes(self.buffer)
+        if self.unchecked:
             raise ProtocolError(CLOSE_INVALID_DATA, "text message ends inside a UTF-8 sequence")
-        return "".join(self.chunks)
+        return self.buffer.decode()
 
 
 class ServerProtocol:
@@ -308,9 +319,10 @@ class ServerProtocol:
         """The hot path: one scan call, then one branch per frame."""
         descriptors = _frames.scan_window(window, pos, end, self.max_message_size)
         data, view = window.data, window.view
+        on_message = self.on_message
         fast = self._message is None and self._state is OPEN
-        it = iter(descriptors)
-        for kind, start, stop in zip(it, it, it, strict=True):
+        it = iter(descriptors)  # flat triples; zip(strict=True) costs ~140 ns a window
+        for kind, start, stop in zip(it, it, it):  # noqa: B905
             if fast and kind == _TEXT_FINAL:
                 try:
                     text = data[start:stop].decode()
@@ -318,10 +330,10 @@ class ServerProtocol:
                     raise ProtocolError(
                         CLOSE_INVALID_DATA, "invalid UTF-8 in a text message"
                     ) from None
-                self.on_message(text)
+                on_message(text)
                 fast = self._state is OPEN  # the application may have closed
             elif fast and kind == _BINARY_FINAL:
-                self.on_message(view[start:stop].tobytes())
+                on_message(view[start:stop].tobytes())
                 fast = self._state is OPEN
             else:
                 if self._state is CLOSED:  # closed by a hook during this window
