@@ -321,6 +321,33 @@ def test_hook_losing_the_connection_mid_window_stops_everything():
     assert proto.events == [("message", "first"), ("close", 1006)]
 
 
+def test_threads_with_their_own_buffers_do_not_interfere():
+    """The C scan releases the GIL: two reactors in two threads, each with
+    its own receive buffer, must still see only their own frames."""
+    import threading
+
+    def messages(tag):  # different lengths, so mixed-up descriptors would show
+        return [f"{tag}-{i}-" + tag * (i if tag == "a" else 3 * i) for i in range(16)]
+
+    def run(tag, results):
+        buf = bytearray(4096)
+        proto = opened()
+        data = b"".join(text(m) for m in messages(tag))
+        for _ in range(1000):
+            buf[: len(data)] = data
+            proto.receive(buf, 0, len(data))
+        results[tag] = proto.events
+
+    results = {}
+    threads = [threading.Thread(target=run, args=(tag, results)) for tag in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    for tag in ("a", "b"):
+        assert results[tag] == [("message", m) for m in messages(tag)] * 1000
+
+
 def test_base_class_hooks_must_be_implemented():
     proto = pr.ServerProtocol()
     proto.accept()

@@ -180,21 +180,30 @@ def parse_frame(
 
 # ---- the one-call scanner -------------------------------------------------
 
-SCAN_CAPACITY = 128  # descriptors per C call: 3 KiB of scratch, reused by every call
+# Descriptors per C call: 3 KiB of scratch per receive buffer (it lives on the
+# buffer's Window, so threads with their own buffers never share it); a fuller
+# window just takes another call.
+SCAN_CAPACITY = 128
 _DESCRIPTOR_SLOTS = 3
 
 if _unmask._compiled_lib is not None:
     from ._speedups import ffi as _ffi
     from ._speedups import lib as _lib
 
-    _descriptors = _ffi.new("int64_t[]", SCAN_CAPACITY * _DESCRIPTOR_SLOTS)
-    _descriptor_view = memoryview(_ffi.buffer(_descriptors)).cast("q")
+
+def _descriptor_array() -> tuple:
+    array = _ffi.new("int64_t[]", SCAN_CAPACITY * _DESCRIPTOR_SLOTS)
+    return array, memoryview(_ffi.buffer(array)).cast("q")
 
 
 def scan_window_c(window: _unmask.Window, start: int, end: int, max_size: int) -> list[int]:
-    """Descriptors for the complete frames of ``window[start:end]`` (C)."""
-    count = _lib.ws_parse_frames(window.ptr, start, end, max_size, _descriptors, SCAN_CAPACITY)
-    return _descriptor_view[: count * _DESCRIPTOR_SLOTS].tolist()
+    """Descriptors for the complete frames of ``window[start:end]`` (C).
+    The list is a copy: hooks may run other scans before it is consumed."""
+    out = window.scan_out
+    if out is None:
+        out = window.scan_out = _descriptor_array()
+    count = _lib.ws_parse_frames(window.ptr, start, end, max_size, out[0], SCAN_CAPACITY)
+    return out[1][: count * _DESCRIPTOR_SLOTS].tolist()
 
 
 def scan_window_python(window: _unmask.Window, start: int, end: int, max_size: int) -> list[int]:

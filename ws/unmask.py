@@ -84,12 +84,13 @@ class Window:
     memoryview over it. Slicing ``data`` (the bytearray) is the fastest way
     to copy a payload out: ``data[a:b].decode()`` beats ``str(view[a:b])``."""
 
-    __slots__ = ("data", "ptr", "view", "cached")
+    __slots__ = ("data", "ptr", "view", "cached", "scan_out")
 
     def __init__(self, data: bytearray, cached: bool) -> None:
         self.data = data
         self.view = memoryview(data)
         self.cached = cached
+        self.scan_out = None  # the frame scanner's descriptor array (ws/frames.py)
         self.ptr = None
         if _ffi is not None:
             self.ptr = _ffi.from_buffer(data, require_writable=True)
@@ -111,8 +112,9 @@ class Window:
 # The reactor reads into ONE bytearray for its whole life, so one cached entry
 # hits on every read. The cache keeps that bytearray exported (it cannot be
 # resized while cached): fine for a buffer that never changes size; call
-# forget_cached_window() before resizing one. Single-threaded use (one reactor
-# per process) is assumed.
+# forget_cached_window() before resizing one. Threads: each reactor thread
+# reads into its own bytearray, hence its own Window and scratch memory; the
+# one-entry cache then just misses more often.
 _cached: Window | None = None
 
 
