@@ -135,7 +135,7 @@ def _has_token(values: Iterable[str], token: str) -> bool:
     (lowercase), compared case-insensitively as a whole element."""
     for value in values:
         value = value.lower()
-        if token in value and token in (t.strip() for t in value.split(",")):
+        if value == token or (token in value and token in [t.strip() for t in value.split(",")]):
             return True
     return False
 
@@ -167,8 +167,11 @@ def _check_request(
 def _valid_key(values: Sequence[str]) -> bool:
     if len(values) != 1:
         return False
+    key = values[0].strip()
+    if len(key) != 24:  # base64 of 16 bytes: 22 characters and "=="
+        return False
     try:
-        return len(base64.b64decode(values[0].strip(), validate=True)) == KEY_BYTES
+        return len(binascii.a2b_base64(key, strict_mode=True)) == KEY_BYTES
     except (binascii.Error, ValueError):
         return False
 
