@@ -126,6 +126,10 @@ def test_parse_at_an_offset():
     assert bytes(frame.payload) == b"Hello" and pos == 15
     frame, pos = fr.parse_frame(bytearray(data), 15)
     assert bytes(frame.payload) == b"Hello" and pos == 26
+    assert fr.parse_frame(bytearray(data), 26) == (None, 26)
+    for bad in (-1, 27):
+        with pytest.raises(ValueError):
+            fr.parse_frame(bytearray(data), bad)
 
 
 @pytest.mark.parametrize(

@@ -875,6 +875,12 @@ def test_limit_counts_the_fragments_already_buffered():
     expect_fail(first + second, 1009, max_message_size=1000)
 
 
+def test_limit_applies_to_data_not_to_control_frames():
+    data = ping(b"p" * 100) + text("x" * 10) + text("x" * 11)
+    before = [out_pong(b"p" * 100), ("ping", b"p" * 100), ("message", "x" * 10)]
+    expect_fail(data, 1009, before=before, max_message_size=10, max_split=200)
+
+
 def test_default_limit_is_16_mib():
     assert pr.DEFAULT_MAX_MESSAGE_SIZE == 16 * 1024 * 1024
     proto = opened()

@@ -15,8 +15,8 @@ Reading (server side, so every frame must be masked):
 
 Checks, in this order, each as soon as the bytes proving it have arrived:
 RSV bits (no extension is ever negotiated), reserved opcodes, FIN on control
-frames, mask bit, control payload <= 125, 64-bit length MSB, declared length
-<= max_size (1009, before any payload is buffered). Non-minimal length
+frames, mask bit, control payload <= 125, 64-bit length MSB, data frame
+length <= max_size (1009, before any payload is buffered). Non-minimal length
 encodings (a short length sent in the 16- or 64-bit form) are TOLERATED, as
 Autobahn|Testsuite and most servers do: the length is unambiguous either way.
 
@@ -152,7 +152,7 @@ def read_header(buf: memoryview, pos: int, end: int, max_size: int) -> Header | 
     length = int.from_bytes(buf[pos + 2 : pos + 2 + ext], "big") if ext else len7
     if length > MAX_PAYLOAD_LENGTH:
         raise FrameHeaderError(_ERR_LENGTH_MSB)
-    if length > max_size:
+    if length > max_size and not b0 & _CONTROL_BIT:  # control frames: bounded by §5.5
         raise FrameHeaderError(_ERR_TOO_BIG)
     size = 2 + ext + _unmask.KEY_LENGTH
     if end - pos < size:
@@ -167,6 +167,8 @@ def parse_frame(
     ``(None, pos)`` when the frame is incomplete. Pure Python (reference and
     fallback); unmasks in place when ``buf`` is writable."""
     view = memoryview(buf).cast("B")
+    if not 0 <= pos <= len(view):
+        raise ValueError("position out of the buffer's bounds")
     header = read_header(view, pos, len(view), max_size)
     if header is None or header.length > len(view) - pos - header.size:
         return None, pos

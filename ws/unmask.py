@@ -10,7 +10,7 @@ Two implementations share one contract and one test suite:
 - ``"cffi"``: the compiled C routine of ``reactor.ws._speedups`` (16 bytes per
   step, see ws/csrc/unmask.c), working directly on the caller's buffer;
 - ``"python"``: a fallback for a missing build that XORs the whole window as
-  one big integer (``int.from_bytes``), ~50x slower but still linear.
+  one big integer (``int.from_bytes``), 30-100x slower but still linear.
 
 ``IMPL`` says which one is active. The glue warns at start when it is
 ``"python"``; the test suite asserts it is ``"cffi"``.

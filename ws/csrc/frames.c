@@ -74,7 +74,7 @@ static int parse_header(const unsigned char *p, size_t avail, uint64_t max_size,
     *len = ext ? read_be(p + 2, ext) : len7;
     if (*len >> 63)
         return -WS_ERR_LENGTH_MSB;
-    if (*len > max_size)
+    if (!(p[0] & 0x08) && *len > max_size) /* control frames: bounded by §5.5 */
         return -WS_ERR_TOO_BIG;
     return 2 + ext + WS_MASK_KEY_LEN;
 }

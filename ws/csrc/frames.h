@@ -13,7 +13,7 @@ enum ws_frame_error {
     WS_ERR_UNMASKED = 4,           /* §5.1: client frames must be masked */
     WS_ERR_CONTROL_TOO_LONG = 5,   /* §5.5: control payload over 125 bytes */
     WS_ERR_LENGTH_MSB = 6,         /* §5.2: 64-bit length with the top bit set */
-    WS_ERR_TOO_BIG = 7             /* declared length over the caller's max_size */
+    WS_ERR_TOO_BIG = 7             /* data frame length over the caller's max_size */
 };
 
 /* Number of int64 slots one descriptor takes in `out`. */
