@@ -268,7 +268,7 @@ frame_bytes = st.one_of(
 )
 
 
-@settings(max_examples=400)
+@settings(max_examples=400, deadline=None)
 @given(
     parts=st.lists(frame_bytes, max_size=12),
     cut=st.integers(0, 5000),
@@ -284,7 +284,7 @@ def test_c_and_python_scanners_agree(parts, cut, max_size):
     assert c_buf[end:] == data[end:]
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(parts=st.lists(frame_bytes, max_size=10), max_size=st.sampled_from([BIG, 200]))
 def test_scanner_matches_repeated_parse_frame(parts, max_size):
     """The descriptors are exactly what parse_frame yields frame by frame."""
@@ -341,7 +341,7 @@ def test_serialize_masked_matches_rfc_example():
     payload=st.binary(max_size=70000),
     key=st.binary(min_size=4, max_size=4),
 )
-@settings(max_examples=60)
+@settings(max_examples=60, deadline=None)
 def test_round_trip(opcode, fin, payload, key):
     data = fr.serialize_masked_frame(opcode, payload, key, fin)
     frame, pos = fr.parse_frame(bytearray(data))

@@ -3,7 +3,7 @@
 import base64
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reactor.ws import handshake as hs
@@ -215,6 +215,7 @@ def test_application_rejection():
         hs.reject(200, "not an error")
 
 
+@settings(deadline=None)  # no timing limits in tests (machines are shared)
 @given(nonce=st.binary(min_size=16, max_size=16))
 def test_any_16_byte_nonce_is_accepted_with_its_accept_value(nonce):
     key = base64.b64encode(nonce).decode()
@@ -224,6 +225,7 @@ def test_any_16_byte_nonce_is_accepted_with_its_accept_value(nonce):
     assert f"Sec-WebSocket-Accept: {result.accept}\r\n".encode() in result.response
 
 
+@settings(deadline=None)  # no timing limits in tests (machines are shared)
 @given(junk=st.binary(max_size=40).filter(lambda b: len(b) != 16))
 def test_other_nonce_sizes_are_refused(junk):
     result = validate(replace("sec-websocket-key", base64.b64encode(junk).decode()))

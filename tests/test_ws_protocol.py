@@ -674,7 +674,7 @@ def test_6_3_and_invalid_utf8_fails_1007(payload):
     cuts=st.lists(st.integers(0, 300), max_size=5),
     reads=st.lists(st.integers(1, 50), min_size=1, max_size=8),
 )
-@settings(max_examples=150)
+@settings(max_examples=150, deadline=None)
 def test_valid_utf8_split_anywhere_in_fragments_and_reads(message, cuts, reads):
     """Fragment boundaries and read boundaries inside code points."""
     payload = message.encode()

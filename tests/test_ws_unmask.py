@@ -5,7 +5,7 @@ payloads split across reads)."""
 from itertools import pairwise
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reactor.ws import unmask as um
@@ -117,6 +117,7 @@ def test_invalid_key(impl, bad):
         impl(bytearray(4), bad)
 
 
+@settings(deadline=None)  # no timing limits in tests (machines are shared)
 @given(
     data=st.binary(max_size=300),
     key=st.binary(min_size=4, max_size=4),
@@ -136,6 +137,7 @@ def test_split_payload_keeps_the_key_rotation(data, key, phase, cuts):
         assert bytes(buf) == reference(data, key, phase), name
 
 
+@settings(deadline=None)  # no timing limits in tests (machines are shared)
 @given(data=st.binary(max_size=200), key=st.integers(0, 0xFFFFFFFF), start=st.integers(0, 200))
 def test_window_range_unmask(data, key, start):
     """The hot path's (pointer, start, end) entry point, both ways."""
