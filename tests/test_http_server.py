@@ -13,6 +13,7 @@ import http.client
 import os
 import re
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -615,14 +616,39 @@ def test_disconnect_mid_body_releases_everything(server_factory, site):
     )
 
 
+def test_graceful_stop_finishes_the_body_in_progress(server_factory, site):
+    server = server_factory(
+        "--proto", "http", "--root", str(site.root), "--quiet", "--shutdown-timeout", "30"
+    )  # fmt: skip
+    with server.connect() as downloading, server.connect() as idle:
+        idle.sendall(get("/a.txt"))
+        assert Reader(idle).read().body == b"alpha\n"
+        downloading.sendall(get("/big.bin"))
+        reader = Reader(downloading)
+        while b"\r\n\r\n" not in reader.buf:
+            reader._fill()  # the body has started
+        server.proc.send_signal(signal.SIGTERM)
+        idle.settimeout(10)
+        assert idle.recv(1) == b""  # an idle keep-alive connection is closed at once
+        downloading.settimeout(30)
+        head_end = reader.buf.find(b"\r\n\r\n") + 4
+        digest, got = hashlib.sha256(reader.buf[head_end:]), len(reader.buf) - head_end
+        while chunk := downloading.recv(1 << 20):
+            digest.update(chunk)
+            got += len(chunk)
+        assert got == BIG_SIZE and digest.hexdigest() == site.big_sha256  # then EOF
+    assert server.proc.wait(30) == 0
+
+
 # ---- timeouts ----------------------------------------------------------------------------
 
 
 @pytest.fixture
 def impatient(server_factory, site):
+    # keep-alive 2 s: a busy client pausing 0.2 s between requests keeps a wide margin
     return server_factory(
         "--proto", "http", "--root", str(site.root), "--header-timeout", "1",
-        "--keepalive-timeout", "1",
+        "--keepalive-timeout", "2",
     )  # fmt: skip
 
 
@@ -657,7 +683,7 @@ def test_idle_keep_alive_closes_but_an_active_one_stays(impatient):
         assert Reader(idle).read().body == b"alpha\n"
         reader = Reader(busy)
         started = time.monotonic()
-        while time.monotonic() - started < 2.5:  # well past both timeouts, in short steps
+        while time.monotonic() - started < 3.5:  # past the keep-alive timeout, in short steps
             busy.sendall(get("/a.txt"))
             assert reader.read().body == b"alpha\n"
             time.sleep(0.2)
