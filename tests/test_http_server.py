@@ -27,7 +27,7 @@ import pytest
 from testkit import ServerProcess, fd_count, recv_until_eof, rss_bytes, wait_until
 
 from reactor.handler import Handler
-from reactor.handlers.http import SMALL_FILE, HttpHandler
+from reactor.handlers.static import SMALL_FILE, HttpHandler
 from reactor.loop import Reactor
 
 MARKER = b"TOP-SECRET-" + os.urandom(8).hex().encode()

@@ -12,7 +12,7 @@ from types import ModuleType
 
 PROTOCOLS = {
     "echo": "reactor.handlers.echo",
-    "http": "reactor.handlers.http",
+    "http": "reactor.handlers.static",
     "ws": "reactor.handlers.ws",
     "auto": "reactor.handlers.auto",
 }
