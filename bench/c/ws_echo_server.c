@@ -1,0 +1,615 @@
+/* ws_echo_server: a minimal C epoll WebSocket echo server for bench/ws.py.
+ *
+ * Its job is to show that bench/c/loadgen is not what limits the WebSocket figures: the same
+ * load generator, pinned the same way, must drive this server well above the Python servers.
+ * It is deliberately small, not a conformant RFC 6455 server: it checks the opening handshake
+ * only for a Sec-WebSocket-Key (RFC 6455 §4.2.1), echoes every data frame with its opcode and
+ * FIN bit (so fragments come back as fragments), answers pings, answers a close with the same
+ * payload and then closes TCP, and refuses unmasked or oversized frames. No UTF-8 validation,
+ * no extensions, no timeouts.
+ *
+ * The reactor is bench/c/echo_server.c's (the seed's qsevent / qseventblock / qsreactor with
+ * its bugs fixed): level-triggered epoll, write first from one staging buffer and keep only
+ * the unsent remainder, EPOLLOUT and no reading while a remainder is pending, accept drained
+ * with an EMFILE back-off. Per connection it keeps only a partial frame (or partial request
+ * head) between reads. Single-threaded. Usage: ws_echo_server HOST PORT (0: any free port).
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sha1.h"
+
+#define BLOCK_SIZE 1024              /* slots per qseventblock, as in the seed */
+#define RECV_BUFFER_SIZE (64 * 1024) /* one read */
+#define MAX_EVENTS 1024              /* per epoll_wait */
+#define ACCEPT_BATCH 256             /* accepts per wakeup: drains bursts without starving reads */
+#define EMFILE_PAUSE_MS 250          /* listener off this long after running out of fds */
+#define IDLE_WAIT_MS 1000            /* epoll_wait timeout when no timer is due */
+#define MAX_HEAD 8192                /* request head bytes: browsers send about 500 */
+#define MAX_PAYLOAD (16u << 20)      /* 16 MiB, the Python servers' message limit */
+#define KEY_LENGTH 24                /* RFC 6455 §4.2.1: base64 of a 16-byte nonce */
+#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11" /* RFC 6455 §1.3 */
+
+enum { OP_CONTINUATION = 0x0, OP_CLOSE = 0x8, OP_PING = 0x9, OP_PONG = 0xA }; /* §5.2 */
+enum { CLOSE_PROTOCOL_ERROR = 1002, CLOSE_TOO_BIG = 1009 };                   /* §7.4.1 */
+enum conn_state { HANDSHAKE, OPEN, CLOSING };
+
+struct qsreactor;
+struct qsevent;
+typedef void (*qs_callback)(struct qsreactor *reactor, struct qsevent *ev);
+
+struct qsevent {
+    int fd;
+    uint32_t events; /* mask registered with epoll; 0 = not in the interest list */
+    qs_callback read_cb, write_cb;
+    enum conn_state state;
+    unsigned char *partial; /* an incomplete head or frame kept between reads */
+    size_t partial_len, partial_cap;
+    unsigned char *pending; /* output the kernel refused: [pending_off, pending_len) */
+    size_t pending_len, pending_off;
+};
+
+struct qseventblock {
+    struct qsevent slots[BLOCK_SIZE];
+};
+
+struct qsreactor {
+    int epfd;
+    struct qseventblock **blocks; /* blocks[fd / BLOCK_SIZE], allocated on demand */
+    size_t block_count;
+    struct qsevent *listener;
+    long long listen_resume_ms; /* > 0: the listener is paused until this time */
+    unsigned long long accepted;
+    unsigned char *out; /* output staged while one read is processed, sent in one call */
+    size_t out_len, out_cap;
+    unsigned char recv_buffer[RECV_BUFFER_SIZE];
+};
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_stop_signal(int signum)
+{
+    (void)signum;
+    stop_requested = 1;
+}
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+}
+
+/* Grows *buf to hold `need` bytes (doubling); 0 on success. */
+static int reserve(unsigned char **buf, size_t *cap, size_t need)
+{
+    if (need <= *cap)
+        return 0;
+    size_t grown = *cap ? *cap : 4096;
+    while (grown < need)
+        grown *= 2;
+    unsigned char *p = realloc(*buf, grown);
+    if (!p)
+        return -1;
+    *buf = p;
+    *cap = grown;
+    return 0;
+}
+
+/* ---- event blocks -------------------------------------------------------------------------- */
+
+static struct qsevent *qsreactor_idx(struct qsreactor *r, int fd)
+{
+    size_t block = (size_t)fd / BLOCK_SIZE;
+    if (block >= r->block_count) {
+        size_t count = block + 1;
+        struct qseventblock **grown = realloc(r->blocks, count * sizeof *grown);
+        if (!grown)
+            return NULL;
+        memset(grown + r->block_count, 0, (count - r->block_count) * sizeof *grown);
+        r->blocks = grown;
+        r->block_count = count;
+    }
+    if (!r->blocks[block] && !(r->blocks[block] = calloc(1, sizeof(struct qseventblock))))
+        return NULL;
+    return &r->blocks[block]->slots[fd % BLOCK_SIZE];
+}
+
+static void qs_event_mask(struct qsreactor *r, struct qsevent *ev, uint32_t mask)
+{
+    if (mask == ev->events)
+        return;
+    struct epoll_event epv = {.events = mask, .data.fd = ev->fd};
+    int op = ev->events == 0 ? EPOLL_CTL_ADD : mask == 0 ? EPOLL_CTL_DEL : EPOLL_CTL_MOD;
+    if (epoll_ctl(r->epfd, op, ev->fd, &epv) < 0)
+        perror("epoll_ctl");
+    ev->events = mask;
+}
+
+static void qs_event_set(struct qsevent *ev, int fd, qs_callback read_cb, qs_callback write_cb)
+{
+    memset(ev, 0, sizeof *ev);
+    ev->fd = fd;
+    ev->read_cb = read_cb;
+    ev->write_cb = write_cb;
+}
+
+/* Close order: out of epoll, slot cleared, then the fd released (it may be reused at once). */
+static void qs_event_close(struct qsreactor *r, struct qsevent *ev)
+{
+    int fd = ev->fd;
+    qs_event_mask(r, ev, 0);
+    free(ev->pending);
+    free(ev->partial);
+    qs_event_set(ev, -1, NULL, NULL);
+    close(fd);
+}
+
+/* ---- output ---------------------------------------------------------------------------------- */
+
+static int stage(struct qsreactor *r, const void *data, size_t len)
+{
+    if (reserve(&r->out, &r->out_cap, r->out_len + len) < 0)
+        return -1;
+    memcpy(r->out + r->out_len, data, len);
+    r->out_len += len;
+    return 0;
+}
+
+/* RFC 6455 §5.2: a server frame is never masked; the shortest length encoding is used. */
+static int stage_frame(struct qsreactor *r, unsigned fin_opcode, const void *payload, size_t len)
+{
+    unsigned char head[10] = {(unsigned char)fin_opcode};
+    size_t head_len = 2;
+    if (len < 126) {
+        head[1] = (unsigned char)len;
+    } else if (len <= 0xFFFF) {
+        head[1] = 126;
+        head[2] = (unsigned char)(len >> 8);
+        head[3] = (unsigned char)len;
+        head_len = 4;
+    } else {
+        head[1] = 127;
+        for (int i = 0; i < 8; i++)
+            head[2 + i] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
+        head_len = 10;
+    }
+    return stage(r, head, head_len) < 0 || stage(r, payload, len) < 0 ? -1 : 0;
+}
+
+static int stage_close(struct qsreactor *r, struct qsevent *ev, unsigned code)
+{
+    unsigned char payload[2] = {(unsigned char)(code >> 8), (unsigned char)code};
+    ev->state = CLOSING;
+    return stage_frame(r, 0x80 | OP_CLOSE, payload, sizeof payload);
+}
+
+/* Write first; keep only what the kernel refused and stop reading until it drains. */
+static void flush(struct qsreactor *r, struct qsevent *ev)
+{
+    size_t len = r->out_len;
+    r->out_len = 0;
+    ssize_t sent = len ? send(ev->fd, r->out, len, MSG_NOSIGNAL) : 0;
+    if (sent < 0 && errno != EAGAIN && errno != EINTR) {
+        qs_event_close(r, ev);
+        return;
+    }
+    size_t done = sent < 0 ? 0 : (size_t)sent;
+    if (done == len) {
+        if (ev->state == CLOSING)
+            qs_event_close(r, ev); /* our close frame is out: close TCP (§7.1.1) */
+        return;
+    }
+    ev->pending = malloc(len - done);
+    if (!ev->pending) {
+        qs_event_close(r, ev);
+        return;
+    }
+    memcpy(ev->pending, r->out + done, len - done);
+    ev->pending_len = len - done;
+    ev->pending_off = 0;
+    qs_event_mask(r, ev, EPOLLOUT);
+}
+
+static void send_cb(struct qsreactor *r, struct qsevent *ev)
+{
+    size_t left = ev->pending_len - ev->pending_off;
+    ssize_t sent = send(ev->fd, ev->pending + ev->pending_off, left, MSG_NOSIGNAL);
+    if (sent < 0) {
+        if (errno != EAGAIN && errno != EINTR)
+            qs_event_close(r, ev);
+        return;
+    }
+    ev->pending_off += (size_t)sent;
+    if (ev->pending_off < ev->pending_len)
+        return;
+    free(ev->pending);
+    ev->pending = NULL;
+    ev->pending_len = ev->pending_off = 0;
+    if (ev->state == CLOSING)
+        qs_event_close(r, ev);
+    else
+        qs_event_mask(r, ev, EPOLLIN); /* drained: read again, EPOLLOUT off */
+}
+
+/* ---- the opening handshake (RFC 6455 §4.2) ------------------------------------------------- */
+
+static const unsigned char *find_head_end(const unsigned char *data, size_t len)
+{
+    const unsigned char *end = memmem(data, len, "\r\n\r\n", 4);
+    return end ? end + 4 : NULL;
+}
+
+/* The value of the Sec-WebSocket-Key header line, trimmed; NULL when absent or malformed. */
+static const char *find_key(const char *head, size_t len)
+{
+    static const char name[] = "\r\nsec-websocket-key:";
+    for (size_t i = 0; i + sizeof name - 1 < len; i++) {
+        if (strncasecmp(head + i, name, sizeof name - 1) != 0)
+            continue;
+        const char *value = head + i + sizeof name - 1;
+        while (*value == ' ' || *value == '\t')
+            value++;
+        return value + KEY_LENGTH <= head + len ? value : NULL;
+    }
+    return NULL;
+}
+
+static int stage_upgrade(struct qsreactor *r, const char *key)
+{
+    char keyed[KEY_LENGTH + sizeof WS_GUID];
+    memcpy(keyed, key, KEY_LENGTH);
+    memcpy(keyed + KEY_LENGTH, WS_GUID, sizeof WS_GUID);
+    uint8_t digest[SHA1_DIGEST_SIZE];
+    sha1(keyed, KEY_LENGTH + sizeof WS_GUID - 1, digest);
+    char accept[32];
+    base64_encode(digest, sizeof digest, accept);
+    char response[160];
+    int n = snprintf(response, sizeof response,
+                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
+                     accept);
+    return stage(r, response, (size_t)n);
+}
+
+/* Bytes of `data` used by the handshake: 0 = need more, -1 = refused (answered, closing). */
+static ssize_t handshake(struct qsreactor *r, struct qsevent *ev, unsigned char *data, size_t len)
+{
+    const unsigned char *end = find_head_end(data, len < MAX_HEAD ? len : MAX_HEAD);
+    if (!end && len < MAX_HEAD)
+        return 0;
+    const char *key = end ? find_key((const char *)data, (size_t)(end - data)) : NULL;
+    if (!key) {
+        static const char refusal[] = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n"
+                                      "Connection: close\r\n\r\n";
+        stage(r, refusal, sizeof refusal - 1);
+        ev->state = CLOSING;
+        return -1;
+    }
+    if (stage_upgrade(r, key) < 0)
+        return -1;
+    ev->state = OPEN;
+    return end - data;
+}
+
+/* ---- frames (RFC 6455 §5.2) ---------------------------------------------------------------- */
+
+static void unmask(unsigned char *p, size_t len, const unsigned char key[4])
+{
+    uint32_t k32;
+    memcpy(&k32, key, 4);
+    uint64_t k64 = (uint64_t)k32 << 32 | k32;
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        uint64_t word;
+        memcpy(&word, p + i, 8);
+        word ^= k64;
+        memcpy(p + i, &word, 8);
+    }
+    for (; i < len; i++)
+        p[i] ^= key[i & 3];
+}
+
+/* Echo, pong or close for one complete frame; -1 when the connection must close now. */
+static int answer(struct qsreactor *r, struct qsevent *ev, unsigned fin_opcode,
+                  unsigned char *payload, size_t len)
+{
+    unsigned opcode = fin_opcode & 0x0F;
+    if (opcode == OP_PONG)
+        return 0;
+    if (opcode == OP_PING)
+        return stage_frame(r, 0x80 | OP_PONG, payload, len);
+    if (opcode == OP_CLOSE) {
+        ev->state = CLOSING;
+        return stage_frame(r, 0x80 | OP_CLOSE, payload, len); /* same code back (§5.5.1) */
+    }
+    return stage_frame(r, fin_opcode, payload, len); /* data: same opcode and FIN */
+}
+
+/* Bytes of one frame at `data`: 0 = incomplete, -1 = refused (close staged). */
+static ssize_t frame(struct qsreactor *r, struct qsevent *ev, unsigned char *data, size_t len)
+{
+    if (len < 2)
+        return 0;
+    if (!(data[1] & 0x80)) { /* §5.1: client frames must be masked */
+        stage_close(r, ev, CLOSE_PROTOCOL_ERROR);
+        return -1;
+    }
+    uint64_t payload_len = data[1] & 0x7F;
+    size_t head = 2;
+    if (payload_len == 126) {
+        head = 4;
+        payload_len = len < head ? 0 : (uint64_t)data[2] << 8 | data[3];
+    } else if (payload_len == 127) {
+        head = 10;
+        payload_len = 0;
+        for (size_t i = 2; i < 10 && len >= head; i++)
+            payload_len = payload_len << 8 | data[i];
+    }
+    if (len < head + 4)
+        return 0;
+    if (payload_len > MAX_PAYLOAD) {
+        stage_close(r, ev, CLOSE_TOO_BIG);
+        return -1;
+    }
+    if (len < head + 4 + payload_len)
+        return 0;
+    unsigned char *payload = data + head + 4;
+    unmask(payload, (size_t)payload_len, data + head);
+    if (answer(r, ev, data[0] & 0x8F, payload, (size_t)payload_len) < 0)
+        return -1;
+    return (ssize_t)(head + 4 + payload_len);
+}
+
+/* Handles every complete unit in data[0, len); returns the bytes consumed, -1 to stop. */
+static ssize_t process(struct qsreactor *r, struct qsevent *ev, unsigned char *data, size_t len)
+{
+    size_t used = 0;
+    while (used < len && ev->state != CLOSING) {
+        ssize_t n = ev->state == HANDSHAKE ? handshake(r, ev, data + used, len - used)
+                                           : frame(r, ev, data + used, len - used);
+        if (n < 0)
+            return -1;
+        if (n == 0)
+            break;
+        used += (size_t)n;
+    }
+    return (ssize_t)used;
+}
+
+/* Keeps data[used, len) for the next read (data may already be ev->partial). */
+static int keep_partial(struct qsevent *ev, unsigned char *data, size_t used, size_t len)
+{
+    size_t rest = len - used;
+    if (data == ev->partial) {
+        memmove(ev->partial, ev->partial + used, rest);
+        ev->partial_len = rest;
+        return 0;
+    }
+    if (reserve(&ev->partial, &ev->partial_cap, rest) < 0)
+        return -1;
+    memcpy(ev->partial, data + used, rest);
+    ev->partial_len = rest;
+    return 0;
+}
+
+static void recv_cb(struct qsreactor *r, struct qsevent *ev)
+{
+    ssize_t n = recv(ev->fd, r->recv_buffer, RECV_BUFFER_SIZE, 0);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return; /* level-triggered: a spurious wakeup costs one call */
+    if (n <= 0) {
+        qs_event_close(r, ev); /* EOF, ECONNRESET, ...: this connection only */
+        return;
+    }
+    unsigned char *data = r->recv_buffer;
+    size_t len = (size_t)n;
+    if (ev->partial_len) { /* continue the incomplete frame kept from the last read */
+        if (reserve(&ev->partial, &ev->partial_cap, ev->partial_len + len) < 0) {
+            qs_event_close(r, ev);
+            return;
+        }
+        memcpy(ev->partial + ev->partial_len, data, len);
+        data = ev->partial;
+        len = ev->partial_len += len;
+    }
+    ssize_t used = process(r, ev, data, len);
+    if (used >= 0 && keep_partial(ev, data, (size_t)used, len) < 0)
+        ev->state = CLOSING;
+    flush(r, ev);
+}
+
+/* ---- accepting ------------------------------------------------------------------------------- */
+
+static void pause_listener(struct qsreactor *r)
+{
+    qs_event_mask(r, r->listener, 0);
+    r->listen_resume_ms = now_ms() + EMFILE_PAUSE_MS;
+}
+
+static void adopt(struct qsreactor *r, int fd)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct qsevent *ev = qsreactor_idx(r, fd);
+    if (!ev) {
+        close(fd);
+        return;
+    }
+    qs_event_set(ev, fd, recv_cb, send_cb);
+    qs_event_mask(r, ev, EPOLLIN);
+    r->accepted++;
+}
+
+static void accept_cb(struct qsreactor *r, struct qsevent *ev)
+{
+    for (int i = 0; i < ACCEPT_BATCH; i++) {
+        int fd = accept4(ev->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            adopt(r, fd);
+            continue;
+        }
+        if (errno == EINTR || errno == ECONNABORTED)
+            continue;
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+            pause_listener(r);
+        else if (errno != EAGAIN)
+            perror("accept4");
+        return;
+    }
+}
+
+/* ---- the reactor ----------------------------------------------------------------------------- */
+
+static int wait_timeout(const struct qsreactor *r)
+{
+    if (r->listen_resume_ms <= 0)
+        return IDLE_WAIT_MS;
+    long long left = r->listen_resume_ms - now_ms();
+    return left < 0 ? 0 : (int)left;
+}
+
+static void resume_listener_if_due(struct qsreactor *r)
+{
+    if (r->listen_resume_ms > 0 && now_ms() >= r->listen_resume_ms) {
+        r->listen_resume_ms = 0;
+        qs_event_mask(r, r->listener, EPOLLIN);
+    }
+}
+
+/* Within one batch a closed fd can be reused by accept: its stale readiness then reaches the
+ * new connection, which costs one EAGAIN and nothing else. */
+static void dispatch(struct qsreactor *r, const struct epoll_event *e)
+{
+    struct qsevent *ev = qsreactor_idx(r, e->data.fd);
+    if (!ev || ev->fd != e->data.fd)
+        return;
+    uint32_t fault = e->events & (EPOLLERR | EPOLLHUP);
+    if ((e->events & EPOLLOUT || fault) && ev->events & EPOLLOUT)
+        ev->write_cb(r, ev);
+    else if ((e->events & EPOLLIN || fault) && ev->events & EPOLLIN)
+        ev->read_cb(r, ev);
+}
+
+static void qsreactor_run(struct qsreactor *r)
+{
+    struct epoll_event events[MAX_EVENTS];
+    while (!stop_requested) {
+        int ready = epoll_wait(r->epfd, events, MAX_EVENTS, wait_timeout(r));
+        if (ready < 0) {
+            if (errno != EINTR)
+                perror("epoll_wait");
+            continue;
+        }
+        for (int i = 0; i < ready; i++)
+            dispatch(r, &events[i]);
+        resume_listener_if_due(r);
+    }
+}
+
+static void qsreactor_destroy(struct qsreactor *r)
+{
+    for (size_t b = 0; b < r->block_count; b++) {
+        for (int s = 0; r->blocks[b] && s < BLOCK_SIZE; s++) {
+            struct qsevent *ev = &r->blocks[b]->slots[s];
+            if (ev->read_cb)
+                qs_event_close(r, ev);
+        }
+        free(r->blocks[b]);
+    }
+    free(r->blocks);
+    free(r->out);
+    close(r->epfd);
+    free(r);
+}
+
+/* ---- setup ----------------------------------------------------------------------------------- */
+
+static int listen_on(const char *host, const char *port, char *bound, size_t bound_size)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICHOST};
+    struct addrinfo *ai;
+    int rc = getaddrinfo(host, port, &hints, &ai);
+    if (rc != 0) {
+        fprintf(stderr, "ws_echo_server: %s: %s\n", host, gai_strerror(rc));
+        return -1;
+    }
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+        bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, SOMAXCONN) < 0) {
+        perror("ws_echo_server: listen");
+        freeaddrinfo(ai);
+        return -1;
+    }
+    freeaddrinfo(ai);
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    getsockname(fd, (struct sockaddr *)&ss, &len);
+    char service[16];
+    getnameinfo((struct sockaddr *)&ss, len, bound, bound_size, service, sizeof service,
+                NI_NUMERICHOST | NI_NUMERICSERV);
+    size_t used = strlen(bound);
+    snprintf(bound + used, bound_size - used, ":%s", service);
+    return fd;
+}
+
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+static void install_signals(void)
+{
+    struct sigaction sa = {.sa_handler = on_stop_signal}; /* no SA_RESTART: epoll_wait wakes */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 3) {
+        fprintf(stderr, "usage: %s HOST PORT\n", argv[0]);
+        return 2;
+    }
+    raise_fd_limit();
+    install_signals();
+    char bound[128];
+    int listen_fd = listen_on(argv[1], argv[2], bound, sizeof bound);
+    struct qsreactor *r = calloc(1, sizeof *r);
+    if (listen_fd < 0 || !r || (r->epfd = epoll_create1(EPOLL_CLOEXEC)) < 0)
+        return 1;
+    r->listener = qsreactor_idx(r, listen_fd);
+    qs_event_set(r->listener, listen_fd, accept_cb, NULL);
+    qs_event_mask(r, r->listener, EPOLLIN);
+    fprintf(stderr, "ws_echo_server: listening on %s (pid %d)\n", bound, (int)getpid());
+
+    qsreactor_run(r);
+
+    unsigned long long accepted = r->accepted;
+    qsreactor_destroy(r);
+    fprintf(stderr, "ws_echo_server: stopped after %llu connections\n", accepted);
+    return 0;
+}

@@ -1,0 +1,296 @@
+"""The WebSocket benchmark harness works: servers echo correctly, figures are computed.
+
+Correctness only, never speed: runs are short and no figure is compared with a threshold.
+Checked here: the minimal C WebSocket server (against the load generator and the independent
+`websockets` client), every installed peer echo server, bench/ws.py end to end (JSON, ratio
+table, idle-memory accounting), its idle-connection client against good and broken servers,
+and bench/unmask.py (every implementation verified, a wrong one flagged).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import socket
+import struct
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from websockets.sync.client import connect
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "bench"
+C_DIR = BENCH / "c"
+LOADGEN = C_DIR / "loadgen"
+SHORT = "0.3"  # seconds per load generator run: thousands of echoes, no figure asserted
+
+
+def load_bench_module(name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# bench/ws.py and bench/unmask.py import bench/echo.py as `echo`, as when run as scripts.
+load_bench_module("echo", BENCH / "echo.py")
+ws_bench = load_bench_module("bench_ws", BENCH / "ws.py")
+unmask_bench = load_bench_module("bench_unmask", BENCH / "unmask.py")
+
+
+@pytest.fixture(scope="module")
+def tools() -> None:
+    subprocess.run(["make", "-s", "-C", str(C_DIR)], check=True, timeout=120)
+
+
+def loadgen(mode: str, port: int, *args: str) -> tuple[int, dict]:
+    argv = [str(LOADGEN), mode, "--port", str(port), "--duration", SHORT, "--grace", "2", *args]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    return done.returncode, json.loads(done.stdout)
+
+
+def assert_clean(result: dict) -> None:
+    assert result["errors"] == dict.fromkeys(result["errors"], 0)
+    assert result["ops"] > 0
+
+
+def start(name: str) -> tuple[object, int]:
+    argv = ws_bench.server_commands(sys.executable, "127.0.0.1", "uvloop")[name]
+    server = ws_bench.tcp_bench.Server(name, argv, cpu=0)
+    try:
+        return server, server.wait_ready()
+    except RuntimeError:
+        server.stop()
+        raise
+
+
+@pytest.fixture
+def c_server(tools: None) -> Iterator[int]:
+    server, port = start("c")
+    yield port
+    assert server.stop() == 0  # SIGTERM is a clean stop
+
+
+# ---- the minimal C WebSocket echo server ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "mode,args",
+    [
+        ("ws-echo", ["-c", "20", "-w", "8"]),
+        ("ws-echo", ["-c", "2", "-w", "2", "-s", "70000", "--text"]),  # 64-bit lengths
+        ("ws-echo", ["-c", "2", "-w", "2", "-s", "0"]),
+        ("ws-rtt", []),
+        ("ws-handshake", ["-c", "10"]),  # includes the close handshake and the TCP close
+    ],
+)
+def test_c_ws_server_under_the_load_generator(c_server: int, mode: str, args: list[str]) -> None:
+    status, result = loadgen(mode, c_server, *args)
+    assert status == 0
+    assert_clean(result)
+
+
+def test_c_ws_server_with_an_independent_client(c_server: int) -> None:
+    with connect(f"ws://127.0.0.1:{c_server}", compression=None, max_size=None) as ws:
+        ws.send("héllo")
+        assert ws.recv() == "héllo"
+        ws.send(bytes(range(256)) * 1000)  # spans many reads
+        assert ws.recv() == bytes(range(256)) * 1000
+        ws.send(["frag", "mented"])  # echoed fragment by fragment
+        assert ws.recv() == "fragmented"
+        assert ws.ping(b"p").wait(5)
+        ws.close(4001, "bye")
+    assert (ws.protocol.close_rcvd.code, ws.protocol.close_rcvd.reason) == (4001, "bye")
+
+
+def test_c_ws_server_refuses_unmasked_frames(c_server: int) -> None:
+    """RFC 6455 §5.1: a client frame without the mask bit gets close 1002, then TCP close."""
+    request, _ = ws_bench.upgrade_request("127.0.0.1", c_server)
+    with socket.create_connection(("127.0.0.1", c_server), timeout=5) as sock:
+        sock.sendall(request)
+        reply = b""
+        while b"\r\n\r\n" not in reply:
+            reply += sock.recv(4096)
+        sock.sendall(b"\x82\x02hi")  # binary, unmasked
+        rest = reply.split(b"\r\n\r\n", 1)[1]
+        while chunk := sock.recv(4096):
+            rest += chunk
+    assert rest == b"\x88\x02" + struct.pack("!H", 1002)
+
+
+# ---- the peers -----------------------------------------------------------------------------
+
+
+def peer_missing(name: str) -> bool:
+    needs = [ws_bench.REQUIREMENTS[name]] + (["uvloop"] if name in ws_bench.ASYNCIO_PEERS else [])
+    return any(importlib.util.find_spec(module) is None for module in needs)
+
+
+@pytest.mark.parametrize("name", ["picows", "aiohttp", "websockets", "socketify"])
+def test_peer_echo_servers(tools: None, name: str) -> None:
+    if peer_missing(name):
+        pytest.skip(f"{name} is not installed (see bench/README.md)")
+    server, port = start(name)
+    try:
+        for mode, args in [("ws-echo", ["-c", "4", "-w", "4", "-s", "70000"]),
+                           ("ws-handshake", ["-c", "4"])]:  # fmt: skip
+            status, result = loadgen(mode, port, *args)
+            assert status == 0, result["errors"]
+            assert_clean(result)
+    finally:
+        assert server.stop() == 0
+
+
+# ---- bench/ws.py end to end ----------------------------------------------------------------
+
+
+def test_ws_benchmark_end_to_end(tools: None, tmp_path: Path) -> None:
+    servers = "picows,c" if not peer_missing("picows") else "c"
+    argv = [
+        sys.executable, str(BENCH / "ws.py"), "--no-build", "--quick", "--servers", servers,
+        "--scenarios", "echo64,idle", "--duration", "0.5", "--idle-connections", "300",
+        "--idle-settle", "0.2", "--quiet-timeout", "0", "--results-dir", str(tmp_path),
+    ]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    (result_file,) = tmp_path.glob("ws-*.json")
+    record = json.loads(result_file.read_text())
+    assert record["table"] in done.stdout
+    assert [r["scenario"] for r in record["runs"]] == ["echo64"] * len(record["servers"]) + [
+        "idle"
+    ] * len(record["servers"])
+    for run in record["runs"]:
+        assert run["errors_total"] == 0 and run["server_exit_status"] == 0
+    echo64, idle = record["summary"]["echo64"], record["summary"]["idle"]
+    assert echo64["c"]["value"] == echo64["c"]["ops_per_s"] > 0
+    assert idle["c"]["rss_loaded"] >= idle["c"]["rss_baseline"] > 0
+    idle_run = next(r for r in record["runs"] if r["scenario"] == "idle" and r["server"] == "c")
+    assert idle_run["alive_at_sample"] == idle_run["opened"] == 300
+    if "picows" in record["servers"]:
+        assert "(1.00x)" in record["table"]  # the reference against itself
+        picows_idle = idle["picows"]["value"]
+        assert picows_idle > idle["c"]["value"]  # an asyncio connection costs kilobytes
+
+
+def test_ws_benchmark_rejects_unknown_names() -> None:
+    with pytest.raises(SystemExit):
+        ws_bench.parse_args(["--servers", "ours,nginx"])
+    args = ws_bench.parse_args(["--quick", "--large-window", "2", "--scenarios", "echo64k"])
+    (scenario,) = ws_bench.chosen_scenarios(args)
+    assert (scenario.size, scenario.window, args.repeat) == (65536, 2, 1)
+
+
+def test_ratio_table_and_goals() -> None:
+    summaries = {
+        "echo64": {"ours": {"value": 150.0}, "picows": {"value": 100.0}},
+        "handshake": {"ours": {"value": 150.0}, "picows": {"value": 100.0}},
+        "idle": {"ours": {"value": 600.0}, "picows": {"value": 30000.0}},
+    }
+    table = ws_bench.summary_table(summaries, ["ours", "picows"])
+    assert "| ours | 150 (1.50x) | 150 (1.50x) | 600 (0.02x) |" in table
+    goals = ws_bench.goal_lines(summaries)
+    assert goals[0].endswith("1.50x -> met")  # echo64 >= 1.0x
+    assert goals[1].endswith("1.50x -> NOT met")  # handshakes >= 2x
+    assert goals[2].endswith("600 B -> NOT met")  # idle <= 512 B
+
+
+# ---- the idle-connection client ------------------------------------------------------------
+
+
+def test_idle_clients_hold_upgraded_connections(c_server: int) -> None:
+    clients = ws_bench.IdleClients("127.0.0.1", c_server)
+    try:
+        clients.open(100, timeout=20)
+        assert (len(clients.held), clients.failed) == (100, 0)
+        assert clients.still_open() == 100
+        clients.held[0].sendall(b"\x88\x80" + b"\0\0\0\0")  # masked close: the server closes
+        clients.held[0].settimeout(5)
+        while clients.held[0].recv(4096):
+            pass
+        assert clients.still_open() == 99
+    finally:
+        clients.close()
+
+
+@pytest.fixture
+def wrong_accept_server() -> Iterator[int]:
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.recv(4096)
+            conn.sendall(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+            )
+            threading.Timer(5, conn.close).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield listener.getsockname()[1]
+    listener.close()
+
+
+def test_idle_clients_check_the_accept_key(wrong_accept_server: int) -> None:
+    clients = ws_bench.IdleClients("127.0.0.1", wrong_accept_server)
+    try:
+        clients.open(5, timeout=10)
+        assert (len(clients.held), clients.failed) == (0, 5)
+    finally:
+        clients.close()
+
+
+# ---- bench/unmask.py -----------------------------------------------------------------------
+
+
+def test_unmask_benchmark_runs_and_verifies(tmp_path: Path) -> None:
+    argv = [sys.executable, str(BENCH / "unmask.py"), "--quick", "--repeat", "1",
+            "--sizes", "125,5000", "--cpu", "-1", "--quiet-timeout", "0",
+            "--results-dir", str(tmp_path)]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    (result_file,) = tmp_path.glob("unmask-*.json")
+    record = json.loads(result_file.read_text())
+    assert record["impl"] == "cffi"
+    names = {r["implementation"] for r in record["results"]}
+    assert {"cffi window (hot path)", "cffi unmask()", "python fallback", "memory copy"} <= names
+    assert all(r["correct"] and r["bytes_per_s"] > 0 for r in record["results"])
+    assert {r["size"] for r in record["results"]} == {125, 5000}
+    assert record["table"] in done.stdout
+
+
+def test_unmask_benchmark_flags_a_wrong_implementation(monkeypatch) -> None:
+    def off_by_one_key(data: bytes):
+        buf = bytearray(data)
+
+        def check() -> bytes:
+            work = bytearray(data)
+            unmask_bench.ws_unmask.unmask_python(work, b"\x37\xfa\x21\x3e")
+            return bytes(work)
+
+        return "f(buf, k)", {"f": lambda b, k: None, "buf": buf, "k": b""}, check
+
+    monkeypatch.setitem(unmask_bench.IMPLEMENTATIONS, "broken", off_by_one_key)
+    result = unmask_bench.time_one("broken", 125, repeat=1, target=0.001)
+    assert result["correct"] is False
+    assert "WRONG" in unmask_bench.table([result], [125])
+
+
+def test_scanner_frames_carry_the_same_bytes() -> None:
+    """The scanner's input is built so its result compares with the other implementations'."""
+    data = unmask_bench.payload(300)
+    buf, count = unmask_bench.masked_frames(data)
+    assert count > 1
+    descriptors = unmask_bench.frames.scan_frames(buf, max_size=1000)
+    assert len(descriptors) == 3 * count
+    start, end = descriptors[1], descriptors[2]
+    assert bytes(buf[start:end]) == unmask_bench.expected(data)
