@@ -1,0 +1,220 @@
+"""Fuzz target: the HTTP request-head parser and the static path resolver.
+
+Input: byte 0 picks the configuration, the rest is what a client sent.
+    bit 0     the bytes are a bare request target for the resolver, not a request
+    bits 1-7  the read size of the incremental feed (1..64 bytes)
+Invariants:
+- The parser agrees with itself: the whole input at once, behind an offset,
+  and as a memoryview (the copying path) give the same request and end
+  position, or the same error status; the same bytes arriving in reads of N
+  bytes (one parser object kept between calls, as the glue does) give the same
+  request, or are refused too (the status may name another of its faults).
+- It never consumes more than given: the end position is within the input
+  and just past the blank line that ends the head.
+- A request is one we serve: GET/HEAD, visible-ASCII target within the limit,
+  tokens as names, values without CTLs or surrounding whitespace, one Host on
+  HTTP/1.1, no body; every error is one of ERROR_STATUSES (405 with Allow),
+  and its error response is well framed.
+- The resolver returns only a regular file inside the root, with no symlink
+  left in its path, never the secrets placed beside the root (reached through
+  symlinks, "..", %2e%2e, encoded separators...); otherwise 400, 404 or a 301
+  to a local path. The response plan stays inside the file.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import re
+import shutil
+import stat
+import tempfile
+
+from _harness import instrumented
+
+with instrumented(__name__ == "__main__"):
+    from reactor.http import static
+    from reactor.http.request import MAX_FIELDS, MAX_TARGET, HttpError, RequestParser
+
+NAME = "http"
+ERROR_STATUSES = {400, 405, 413, 414, 431, 501, 505}  # what http/request.py may answer
+RESOLVE_STATUSES = {301, 400, 404}
+PLAN_STATUSES = {200, 206, 304, 412, 416}
+NOW = 1_800_000_000.0  # a fixed clock: the same input always takes the same path
+TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+SECRET = b"never served"
+
+
+def build_tree() -> tuple[str, str]:
+    """A root full of traps and a secret next to it; (root, base) realpaths."""
+    base = os.path.realpath(tempfile.mkdtemp(prefix="reactor-fuzz-http-"))
+    atexit.register(shutil.rmtree, base, True)
+    root = os.path.join(base, "root")
+    for folder in ("root/sub/deeper", "root/empty", "outside", "root-sibling", "root/%2e"):
+        os.makedirs(os.path.join(base, folder))
+    files = {
+        "root/index.html": b"<h1>home</h1>",
+        "root/a.txt": b"a" * 100,
+        "root/100%.txt": b"percent",
+        "root/space file.txt": b"space",
+        "root/\u00fc.txt": b"u",
+        "root/sub/index.html": b"sub",
+        "root/sub/deeper/x.css": b"x{}",
+        "secret.txt": SECRET,
+        "outside/secret.txt": SECRET,
+        "root-sibling/secret.txt": SECRET,
+    }
+    for name, content in files.items():
+        with open(os.path.join(base, name), "wb") as f:
+            f.write(content)
+    links = {
+        "root/in": "a.txt",
+        "root/dir_in": "sub",
+        "root/out": os.path.join(base, "secret.txt"),
+        "root/rel_out": "../secret.txt",
+        "root/dir_out": os.path.join(base, "outside"),
+        "root/sibling": "../root-sibling",
+        "root/sub/up": "../../secret.txt",
+        "root/loop": "loop",
+        "root/dangling": "missing",
+    }
+    for name, target in links.items():
+        os.symlink(target, os.path.join(base, name))
+    os.mkfifo(os.path.join(root, "fifo"))
+    return root, base
+
+
+ROOT, BASE = build_tree()
+
+
+def parse_all(parser: RequestParser, buf, start: int, end: int) -> tuple:
+    try:
+        request, pos = parser.parse(buf, start, end)
+    except HttpError as exc:
+        return ("error", exc.status, exc.headers)
+    if request is None:
+        assert pos == start, "an incomplete head consumed bytes"
+        return ("need more",)
+    return ("request", request.method, request.target, request.http_version, request.headers, pos)
+
+
+def incremental(data: bytes, step: int) -> tuple:
+    parser = RequestParser()
+    for end in range(step, len(data) + step, step):
+        outcome = parse_all(parser, data, 0, min(end, len(data)))
+        if outcome[0] != "need more":
+            return outcome
+    return ("need more",)
+
+
+def same_verdict(split: tuple, whole: tuple) -> bool:
+    """Equal outcomes, except that an input with several faults may be refused
+    for a different one when it arrives in pieces: the fail-fast checks see the
+    first provable fault in arrival order (e.g. a NUL at byte 100 of a 9 KiB
+    target is a 400 in pieces, a 414 at once). Either way it is refused."""
+    if split[0] == whole[0] == "error":
+        return True
+    return split == whole
+
+
+def shifted(outcome: tuple, offset: int) -> tuple:
+    if outcome[0] != "request":
+        return outcome
+    return outcome[:-1] + (outcome[-1] + offset,)
+
+
+def check_request(data: bytes, outcome: tuple) -> None:
+    _, method, target, version, headers, pos = outcome
+    assert 0 < pos <= len(data), "consumed more than given"
+    assert data[:pos].endswith((b"\n\n", b"\n\r\n")), "the head does not end at a blank line"
+    assert method in ("GET", "HEAD")
+    assert 0 < len(target) <= MAX_TARGET and all(0x21 <= ord(c) <= 0x7E for c in target)
+    assert version[0] == 1
+    assert len(headers) <= MAX_FIELDS
+    for name, value in headers:
+        assert TOKEN.fullmatch(name) and name == name.lower(), name
+        assert not BAD_VALUE.search(value) and value == value.strip(" \t"), repr(value)
+    names = [name for name, _ in headers]
+    assert names.count("host") == 1 or (version < (1, 1) and "host" not in names)
+    assert "transfer-encoding" not in names
+    for length in (v for n, v in headers if n == "content-length"):  # 0 only: no bodies
+        assert all(m.strip() and not m.strip().strip("0") for m in length.split(",")), length
+
+
+def check_error(status: int, headers) -> None:
+    assert status in ERROR_STATUSES, f"undefined status {status}"
+    if status == 405:
+        assert ("Allow", "GET, HEAD") in headers
+    response = static.error_response(status, "x", keep_alive=False, extra_headers=headers, now=NOW)
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 %d " % status)
+    assert b"Content-Length: %d\r\n" % len(body) in head + b"\r\n"
+
+
+def check_resolve(target: str) -> str:
+    try:
+        path = static.resolve(ROOT, target)
+    except static.Redirect as exc:
+        location = exc.location
+        assert location.startswith("/") and not location.startswith("//"), location
+        assert not re.search(r"[\x00-\x20\x7f]", location), repr(location)
+        return "resolved 301"
+    except HttpError as exc:
+        assert exc.status in RESOLVE_STATUSES, f"resolver answered {exc.status}"
+        return f"resolved {exc.status}"
+    assert path.startswith(ROOT + "/"), f"{target!r} resolved outside the root: {path}"
+    assert os.path.realpath(path) == path, f"a symlink is left in {path}"
+    st = os.lstat(path)
+    assert stat.S_ISREG(st.st_mode), f"not a regular file: {path}"
+    with open(path, "rb") as f:
+        assert f.read() != SECRET, f"{target!r} reached a secret"
+    return "resolved 200"
+
+
+def check_plan(outcome: tuple) -> None:
+    """The response plan for a resolved request stays within the file."""
+    _, method, target, version, headers, _ = outcome
+    try:
+        path = static.resolve(ROOT, target)
+    except HttpError:
+        return
+    request = static.Request(method, target, version, headers)
+    st = os.stat(path)
+    plan = static.plan(request, path, st, NOW)
+    assert plan.status in PLAN_STATUSES
+    assert 0 <= plan.offset and plan.offset + plan.length <= st.st_size
+    if method == "HEAD":
+        assert plan.length == 0
+    if method == "GET" and plan.status in (200, 206):
+        assert b"Content-Length: %d\r\n" % plan.length in plan.head
+    assert plan.head.endswith(b"\r\n\r\n") and plan.head.count(b"\r\n\r\n") == 1
+
+
+def check(data: bytes) -> str:
+    options = data[0] if data else 0
+    payload = data[1:]
+    if options & 1:  # a bare target: visible ASCII only, as the parser guarantees
+        target = bytes(b for b in payload if 0x21 <= b <= 0x7E).decode("ascii") or "/"
+        return check_resolve(target)
+    whole = parse_all(RequestParser(), payload, 0, len(payload))
+    step = 1 + (options >> 1) % 64
+    assert same_verdict(incremental(payload, step), whole), f"reads of {step} bytes disagree"
+    view = parse_all(RequestParser(), memoryview(payload), 0, len(payload))
+    assert view == whole, "the memoryview path disagrees"
+    behind = parse_all(RequestParser(), b"\r\nxx" + payload, 4, len(payload) + 4)
+    assert behind == shifted(whole, 4), "an offset changes the result"
+    if whole[0] == "error":
+        check_error(whole[1], whole[2])
+        return f"parser {whole[1]}"
+    if whole[0] == "need more":
+        return "incomplete head"
+    check_request(payload, whole)
+    check_plan(whole)
+    return check_resolve(whole[2])
+
+
+if __name__ == "__main__":
+    from _harness import fuzz
+
+    fuzz(NAME, check)

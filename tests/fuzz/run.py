@@ -1,0 +1,145 @@
+"""Run the atheris fuzz targets: ``python tests/fuzz/run.py --seconds N [--target X]``.
+
+Each target runs in its own subprocess (libFuzzer owns the process and ends it
+abruptly on a finding), with the seed corpus of corpus/<target>/ plus a
+scratch corpus that libFuzzer may grow (never written back into the repo).
+A finding is saved under --artifacts and reported with the command that
+replays it; make it a regression by copying it to regressions/<target>/ (the
+test suite replays that folder). The run's stats (inputs tried by kind per
+target, findings) are printed and written as JSON to --json.
+
+Exit status: 0 when every target ran to its deadline without a finding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+TARGETS = {
+    "ws_frames": "fuzz_ws_frames.py",
+    "ws_handshake": "fuzz_ws_handshake.py",
+    "http": "fuzz_http.py",
+}
+# Longest input per target: past the largest limit each parser enforces, so the
+# limit paths are reachable (http: 16 KiB of fields + an 8 KiB target + slack).
+MAX_LEN = {"ws_frames": 4096, "ws_handshake": 4096, "http": 32768}
+INPUT_TIMEOUT = 20  # seconds for one input before libFuzzer calls it a hang
+RSS_LIMIT_MB = 2048  # libFuzzer's own memory bound per target process
+EXIT_GRACE = 60  # seconds past the deadline before a target process is killed
+
+
+def libfuzzer_flags(name: str, seconds: float, artifacts: Path, work: Path) -> list[str]:
+    return [
+        str(work / "corpus"),  # first: where libFuzzer writes new inputs
+        str(HERE / "corpus" / name),  # read-only seeds
+        f"-max_len={MAX_LEN[name]}",
+        f"-timeout={INPUT_TIMEOUT}",
+        f"-rss_limit_mb={RSS_LIMIT_MB}",
+        f"-max_total_time={int(seconds) + 30}",  # backstop: the harness stops itself
+        f"-artifact_prefix={artifacts}/{name}-",
+        "-print_final_stats=0",
+    ]
+
+
+def start(name: str, seconds: float, artifacts: Path, scratch: Path) -> tuple:
+    old = set(artifacts.glob(f"{name}-*"))  # findings of earlier runs are not this run's
+    work = scratch / name
+    (work / "corpus").mkdir(parents=True)
+    stats_path = work / "stats.json"
+    env = dict(os.environ)
+    env.update(
+        REACTOR_FUZZ_STATS=str(stats_path),
+        REACTOR_FUZZ_DEADLINE=str(seconds),
+        TMPDIR=str(work),  # targets' own temporary files die with the scratch folder
+        PYTHONPATH=os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")])),
+    )
+    cmd = [sys.executable, str(HERE / TARGETS[name])]
+    cmd += libfuzzer_flags(name, seconds, artifacts, work)
+    log = open(work / "log.txt", "w+")
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return name, proc, log, stats_path, old
+
+
+def finish(job: tuple, seconds: float, artifacts: Path) -> dict:
+    name, proc, log, stats_path, old = job
+    try:
+        code = proc.wait(timeout=seconds + EXIT_GRACE)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        code = proc.wait()
+    log.seek(0)
+    output = log.read()
+    log.close()
+    stats = json.loads(stats_path.read_text()) if stats_path.exists() else {"target": name}
+    findings = sorted(str(p) for p in set(artifacts.glob(f"{name}-*")) - old)
+    stats.update(exit_code=code, findings=findings)
+    if code != 0 or findings:
+        stats["log_tail"] = output[-4000:]
+    return stats
+
+
+def run(names: list[str], seconds: float, jobs: int, artifacts: Path) -> list[dict]:
+    artifacts.mkdir(parents=True, exist_ok=True)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="reactor-fuzz-") as scratch:
+        pending = list(names)
+        while pending:
+            batch, pending = pending[:jobs], pending[jobs:]
+            running = [start(name, seconds, artifacts, Path(scratch)) for name in batch]
+            results += [finish(job, seconds, artifacts) for job in running]
+    return results
+
+
+def report(results: list[dict]) -> None:
+    for stats in results:
+        ok = stats["exit_code"] == 0 and not stats["findings"]
+        print(
+            f"{stats['target']:>13}: {'ok' if ok else 'FAILED'}  "
+            f"{stats.get('inputs', 0):,} inputs, {stats.get('bytes', 0):,} bytes "
+            f"in {stats.get('seconds', 0)} s"
+        )
+        for kind, count in stats.get("kinds", {}).items():
+            print(f"{'':>15}{count:>10,}  {kind}")
+        for finding in stats["findings"]:
+            replay = f"{sys.executable} tests/fuzz/{TARGETS[stats['target']]} {finding}"
+            print(f"{'':>15}finding: {finding}\n{'':>15}replay:  {replay}")
+        if "log_tail" in stats:
+            print(stats["log_tail"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60, help="fuzzing time per target")
+    parser.add_argument("--target", action="append", choices=sorted(TARGETS), help="repeatable")
+    parser.add_argument("--jobs", type=int, default=1, help="targets run at the same time")
+    parser.add_argument(
+        "--artifacts",
+        type=Path,
+        default=REPO / "build" / "fuzz-artifacts",
+        help="where findings are saved",
+    )
+    parser.add_argument("--json", type=Path, help="write the run's stats here")
+    options = parser.parse_args(argv)
+    names = options.target or list(TARGETS)
+    started = time.time()
+    results = run(names, options.seconds, max(1, options.jobs), options.artifacts)
+    report(results)
+    if options.json:
+        record = {"started": started, "seconds_per_target": options.seconds, "targets": results}
+        options.json.parent.mkdir(parents=True, exist_ok=True)
+        options.json.write_text(json.dumps(record, indent=1) + "\n")
+    failed = [r for r in results if r["exit_code"] != 0 or r["findings"]]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""The fuzz targets of tests/fuzz/: seeds and regressions replayed, their
+oracles shown able to fail, and a short coverage-guided run of each.
+
+The replays need no atheris: every target's ``check`` runs in-process on the
+committed inputs. The timed run needs atheris and lasts REACTOR_FUZZ_SECONDS
+per target (default 30; the three run side by side, about 30 s of wall time
+on two cores). Set REACTOR_FUZZ_SECONDS=0 to skip it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from testkit import REPO
+
+FUZZ = REPO / "tests" / "fuzz"
+TARGETS = {"ws_frames": "fuzz_ws_frames", "ws_handshake": "fuzz_ws_handshake", "http": "fuzz_http"}
+FUZZ_SECONDS = float(os.environ.get("REACTOR_FUZZ_SECONDS", "30"))
+
+
+def load_target(name: str):
+    """Import tests/fuzz/<module>.py (the folder is not a package)."""
+    if str(FUZZ) not in sys.path:
+        sys.path.insert(0, str(FUZZ))  # for their `from _harness import ...`
+    module_name = TARGETS[name]
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, FUZZ / f"{module_name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def inputs(folder: str, name: str) -> list[Path]:
+    return sorted((FUZZ / folder / name).glob("*"))
+
+
+def replay_ids() -> list:
+    cases = []
+    for folder in ("corpus", "regressions"):
+        for name in TARGETS:
+            cases += [
+                pytest.param(name, path, id=f"{folder}/{name}/{path.name}")
+                for path in inputs(folder, name)
+            ]
+    return cases
+
+
+@pytest.mark.parametrize("name", TARGETS)
+def test_every_target_has_seeds(name):
+    assert len(inputs("corpus", name)) >= 10
+
+
+@pytest.mark.parametrize(("name", "path"), replay_ids())
+def test_replay(name, path):
+    """Seeds and every saved finding hold all invariants (findings: since their fix)."""
+    load_target(name).check(path.read_bytes())
+
+
+# ---- the oracles can fail: break the code under test, the target must notice -----------
+
+
+def test_frames_target_notices_a_truncated_message(monkeypatch):
+    target = load_target("ws_frames")
+    from reactor.ws import protocol
+
+    real = protocol._Message.result
+    monkeypatch.setattr(protocol._Message, "result", lambda self: real(self)[:-1])
+    seed = (FUZZ / "corpus" / "ws_frames" / "masked-fragmented-hello.bin").read_bytes()
+    with pytest.raises(AssertionError):
+        target.check(seed)
+
+
+def test_frames_target_notices_c_and_python_disagreeing(monkeypatch):
+    target = load_target("ws_frames")
+    from reactor.ws import frames
+
+    real = frames.scan_window_python
+
+    def off_by_one(window, start, end, max_size):
+        out = real(window, start, end, max_size)
+        return out[:-1] + [out[-1] + 1] if out and out[-1] < end else out
+
+    monkeypatch.setattr(frames, "scan_window_python", off_by_one)
+    seed = (FUZZ / "corpus" / "ws_frames" / "masked-256-binary.bin").read_bytes()
+    with pytest.raises(AssertionError):
+        target.check(seed + b"\x81")
+
+
+def test_handshake_target_notices_a_wrong_accept_key(monkeypatch):
+    target = load_target("ws_handshake")
+    from reactor.ws import handshake
+
+    monkeypatch.setattr(handshake, "accept_key", lambda key: "AAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+    seed = (FUZZ / "corpus" / "ws_handshake" / "rfc6455-1.2.txt").read_bytes()
+    with pytest.raises(AssertionError):
+        target.check(seed)
+
+
+def test_http_target_notices_an_escape_from_the_root(monkeypatch):
+    target = load_target("http")
+    from reactor.http import static
+
+    monkeypatch.setattr(static, "_is_inside", lambda root, path: True)
+    with pytest.raises(AssertionError, match="outside the root"):
+        target.check(b"\x01/out")  # a symlink to the secret beside the root
+
+
+def test_http_target_notices_a_parser_reading_past_its_input(monkeypatch):
+    target = load_target("http")
+    from reactor.http.request import RequestParser
+
+    real = RequestParser.parse
+
+    def greedy(self, buf, start=0, end=None):
+        request, pos = real(self, buf, start, end)
+        return request, pos + 1 if request is not None else pos
+
+    monkeypatch.setattr(RequestParser, "parse", greedy)
+    seed = (FUZZ / "corpus" / "http" / "rfc9112-example.txt").read_bytes()
+    with pytest.raises(AssertionError):
+        target.check(seed)
+
+
+# ---- findings, as named regressions -----------------------------------------------------
+
+
+def test_handshake_ignores_only_ows_around_values():
+    """Found by the handshake target: str.strip() also removes NBSP and NEL
+    (obs-text the HTTP parser lets through), so 'websocket\\xa0', a key
+    followed by \\x85 and 'Version: 13\\xa0' were accepted. RFC 9110 §5.5
+    trims only SP and HTAB around a field value."""
+    from reactor.http.request import RequestParser
+    from reactor.ws import handshake
+
+    raw = (FUZZ / "regressions" / "ws_handshake" / "nbsp-nel-after-values.bin").read_bytes()[1:]
+    request, _ = RequestParser().parse(raw)
+    result = handshake.validate(request.method, request.http_version, request.headers)
+    assert isinstance(result, handshake.Reject) and result.status == 400
+
+
+# ---- the coverage-guided run ----------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(FUZZ_SECONDS <= 0, reason="REACTOR_FUZZ_SECONDS=0")
+def test_fuzz_targets_find_nothing(tmp_path):
+    pytest.importorskip("atheris", reason="atheris is not installed (pip install atheris)")
+    stats_path = tmp_path / "fuzz.json"
+    cmd = [sys.executable, str(FUZZ / "run.py"), "--seconds", str(FUZZ_SECONDS), "--jobs", "3"]
+    cmd += ["--artifacts", str(tmp_path / "findings"), "--json", str(stats_path)]
+    run = subprocess.run(
+        cmd, cwd=REPO, capture_output=True, text=True, timeout=FUZZ_SECONDS * 3 + 180
+    )
+    print(run.stdout)
+    results = json.loads(stats_path.read_text())["targets"]
+    assert {r["target"] for r in results} == set(TARGETS)
+    for result in results:
+        assert result["findings"] == [], run.stdout
+        assert result["exit_code"] == 0, run.stdout
+        assert result["finished"], f"{result['target']} stopped before its deadline"
+        assert result["inputs"] > 0
+    assert run.returncode == 0, run.stdout + run.stderr
