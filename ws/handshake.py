@@ -54,6 +54,9 @@ _TOKEN_CHARS = frozenset(
     "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 )
 _MAX_REASON = 200  # one short line: the reason is echoed into the body
+# RFC 9110 §5.6.3: only SP and HTAB surround a value. A bare str.strip() would also
+# remove NBSP/NEL (obs-text the HTTP parser lets through): "13\xa0" is not "13".
+_OWS = " \t"
 
 
 def accept_key(key: str) -> str:
@@ -103,7 +106,7 @@ def validate(
         return problem
     if origins is not None and not _origin_allowed(fields.get("origin"), origins):
         return reject(403, "origin not allowed")
-    accept = accept_key(fields["sec-websocket-key"][0].strip())
+    accept = accept_key(fields["sec-websocket-key"][0].strip(_OWS))
     chosen = select_subprotocol(fields.get("sec-websocket-protocol", ()), subprotocols)
     return Accept(accept, chosen, _switching_protocols(accept, chosen, extra_headers))
 
@@ -135,7 +138,9 @@ def _has_token(values: Iterable[str], token: str) -> bool:
     (lowercase), compared case-insensitively as a whole element."""
     for value in values:
         value = value.lower()
-        if value == token or (token in value and token in [t.strip() for t in value.split(",")]):
+        if value == token or (
+            token in value and token in [t.strip(_OWS) for t in value.split(",")]
+        ):
             return True
     return False
 
@@ -148,7 +153,7 @@ def _check_request(
     if tuple(http_version) < (1, 1):
         return reject(400, "WebSocket upgrade requires HTTP/1.1 or later")
     hosts = fields.get("host", ())
-    if len(hosts) != 1 or not hosts[0].strip():
+    if len(hosts) != 1 or not hosts[0].strip(_OWS):
         return reject(400, "missing or repeated Host header")
     if not _has_token(fields.get("upgrade", ()), "websocket"):
         return reject(400, "missing 'Upgrade: websocket'")
@@ -157,7 +162,7 @@ def _check_request(
     if not _valid_key(fields.get("sec-websocket-key", ())):
         return reject(400, "Sec-WebSocket-Key must be base64 of 16 bytes")
     versions = fields.get("sec-websocket-version", ())
-    if len(versions) != 1 or versions[0].strip() != SUPPORTED_VERSION:
+    if len(versions) != 1 or versions[0].strip(_OWS) != SUPPORTED_VERSION:
         return reject(
             426, "unsupported WebSocket version", [("Sec-WebSocket-Version", SUPPORTED_VERSION)]
         )
@@ -167,7 +172,7 @@ def _check_request(
 def _valid_key(values: Sequence[str]) -> bool:
     if len(values) != 1:
         return False
-    key = values[0].strip()
+    key = values[0].strip(_OWS)
     if len(key) != 24:  # base64 of 16 bytes: 22 characters and "=="
         return False
     try:
@@ -180,13 +185,13 @@ def _origin_allowed(values: Sequence[str] | None, allowed: Iterable[str | None])
     allowed_set = {o.lower() if o is not None else None for o in allowed}
     if values is None:
         return None in allowed_set
-    return len(values) == 1 and values[0].strip().lower() in allowed_set
+    return len(values) == 1 and values[0].strip(_OWS).lower() in allowed_set
 
 
 def select_subprotocol(offered_values: Iterable[str], supported: Sequence[str]) -> str | None:
     """The first of ``supported`` (server preference) that the client offered
     in its ``Sec-WebSocket-Protocol`` values; tokens compare case-sensitively."""
-    offered = {t.strip() for v in offered_values for t in v.split(",")}
+    offered = {t.strip(_OWS) for v in offered_values for t in v.split(",")}
     for name in supported:
         if name in offered:
             return name
