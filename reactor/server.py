@@ -1,0 +1,57 @@
+"""Embedding: run the server from your own script in a few lines.
+
+    from reactor.app import WebSocketApp
+    from reactor.server import serve
+
+    class Shout(WebSocketApp):
+        def on_message(self, conn, data):
+            conn.send(data.upper() if isinstance(data, str) else data)
+
+    serve(Shout(), port=9501)           # blocks; SIGTERM/SIGINT stop it gracefully
+
+Every command-line option is a keyword argument (``--ping-interval 5`` is
+``ping_interval=5``) with the command line's default, so the two never drift
+apart: the options are built by the CLI's own parser. ``app`` is what
+``--app`` accepts (an instance, a class, a factory, or a "module:attr" string).
+
+This module is a composition root like reactor/cli.py. It reaches the
+handler table through ``cli`` (tests/test_layout.py lists only cli.py and
+__main__.py as roots that may import reactor.handlers directly).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from . import cli
+from .workers import serve as run_reactors
+
+
+def serve(
+    app: Any = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = cli.DEFAULT_PORT,
+    proto: str = "ws",
+    workers: int = 1,
+    **options: Any,
+) -> int:
+    """Run until stopped (SIGTERM/SIGINT: graceful); returns the exit status.
+    With ``workers`` > 1 the application object is forked into every worker."""
+    namespace = cli.build_parser().parse_args([])  # the command line's defaults
+    chosen = {"host": host, "port": port, "proto": proto, "workers": workers, **options}
+    for name, value in chosen.items():
+        if not hasattr(namespace, name):
+            raise TypeError(f"serve() got an unknown option {name!r}")
+        setattr(namespace, name, value)
+    if proto not in cli.handlers.PROTOCOLS:
+        raise ValueError(f"proto must be one of {sorted(cli.handlers.PROTOCOLS)}")
+    if workers < 1:
+        raise ValueError("workers must be at least 1")
+    namespace.app = app
+    if not logging.getLogger().handlers:  # leave an embedding program's logging alone
+        cli.configure_logging(namespace.log_level)
+    module = cli.handlers.load(proto)
+    namespace.fd_limit = cli.raise_fd_limit()
+    return run_reactors(namespace, module)
