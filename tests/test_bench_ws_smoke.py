@@ -124,6 +124,40 @@ def test_c_ws_server_refuses_unmasked_frames(c_server: int) -> None:
     assert rest == b"\x88\x02" + struct.pack("!H", 1002)
 
 
+def read_exactly(sock: socket.socket, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        chunk = sock.recv(min(1 << 20, size - len(data)))
+        assert chunk, "connection closed early"
+        data += chunk
+    return bytes(data)
+
+
+def test_c_ws_server_keeps_what_a_slow_reader_cannot_take(c_server: int) -> None:
+    """Echoes pile up while the client is not reading: the server's partial writes and kept
+    remainders (large payloads sent from where they lie) must still return every byte."""
+    from reactor.ws import frames
+
+    messages = [bytes([i]) * (100_000 + i) for i in range(40)]  # ~4 MB: beyond socket buffers
+    wire = b"".join(frames.serialize_masked_frame(frames.OP_BINARY, m, i) for i, m in
+                    enumerate(messages))  # fmt: skip
+    request, _ = ws_bench.upgrade_request("127.0.0.1", c_server)
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)  # fills quickly
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", c_server))
+        sock.sendall(request)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(1)
+        sender = threading.Thread(target=sock.sendall, args=(wire,))
+        sender.start()  # the server fills its send buffer and stops reading until it drains
+        threading.Event().wait(0.5)
+        expected = b"".join(frames.serialize_frame(frames.OP_BINARY, m) for m in messages)
+        assert read_exactly(sock, len(expected)) == expected
+        sender.join(10)
+
+
 # ---- the peers -----------------------------------------------------------------------------
 
 

@@ -29,19 +29,22 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "sha1.h"
 
 #define BLOCK_SIZE 1024              /* slots per qseventblock, as in the seed */
-#define RECV_BUFFER_SIZE (64 * 1024) /* one read */
+#define RECV_BUFFER_SIZE (256 * 1024) /* one read: several 64 KiB frames at once */
 #define MAX_EVENTS 1024              /* per epoll_wait */
 #define ACCEPT_BATCH 256             /* accepts per wakeup: drains bursts without starving reads */
 #define EMFILE_PAUSE_MS 250          /* listener off this long after running out of fds */
 #define IDLE_WAIT_MS 1000            /* epoll_wait timeout when no timer is due */
 #define MAX_HEAD 8192                /* request head bytes: browsers send about 500 */
 #define MAX_PAYLOAD (16u << 20)      /* 16 MiB, the Python servers' message limit */
+#define MAX_PIECES 64                /* output pieces per flush (IOV_MAX is 1024) */
+#define COPY_LIMIT 1024              /* payloads up to this are copied, larger ones referenced */
 #define KEY_LENGTH 24                /* RFC 6455 §4.2.1: base64 of a 16-byte nonce */
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11" /* RFC 6455 §1.3 */
 
@@ -75,8 +78,16 @@ struct qsreactor {
     struct qsevent *listener;
     long long listen_resume_ms; /* > 0: the listener is paused until this time */
     unsigned long long accepted;
-    unsigned char *out; /* output staged while one read is processed, sent in one call */
+    /* Output of one read, sent with one writev: small items are copied into `out`, large
+     * payloads are referenced where they lie in the input (no copy); the input stays untouched
+     * until the flush. A piece with ptr == NULL is [off, off + len) of `out` (which may move). */
+    unsigned char *out;
     size_t out_len, out_cap;
+    struct piece {
+        const unsigned char *ptr;
+        size_t off, len;
+    } pieces[MAX_PIECES];
+    int piece_count;
     unsigned char recv_buffer[RECV_BUFFER_SIZE];
 };
 
@@ -167,7 +178,23 @@ static int stage(struct qsreactor *r, const void *data, size_t len)
     if (reserve(&r->out, &r->out_cap, r->out_len + len) < 0)
         return -1;
     memcpy(r->out + r->out_len, data, len);
+    struct piece *last = r->piece_count ? &r->pieces[r->piece_count - 1] : NULL;
+    if (last && !last->ptr && last->off + last->len == r->out_len)
+        last->len += len; /* contiguous with the previous copied piece */
+    else if (r->piece_count < MAX_PIECES)
+        r->pieces[r->piece_count++] = (struct piece){NULL, r->out_len, len};
+    else
+        return -1; /* cannot happen: a reference is only made with two pieces to spare */
     r->out_len += len;
+    return 0;
+}
+
+/* A large payload goes out from where it lies; small ones (or when pieces run out) are copied. */
+static int stage_payload(struct qsreactor *r, const unsigned char *data, size_t len)
+{
+    if (len <= COPY_LIMIT || r->piece_count > MAX_PIECES - 3)
+        return stage(r, data, len);
+    r->pieces[r->piece_count++] = (struct piece){data, 0, len};
     return 0;
 }
 
@@ -189,7 +216,7 @@ static int stage_frame(struct qsreactor *r, unsigned fin_opcode, const void *pay
             head[2 + i] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
         head_len = 10;
     }
-    return stage(r, head, head_len) < 0 || stage(r, payload, len) < 0 ? -1 : 0;
+    return stage(r, head, head_len) < 0 || stage_payload(r, payload, len) < 0 ? -1 : 0;
 }
 
 static int stage_close(struct qsreactor *r, struct qsevent *ev, unsigned code)
@@ -199,31 +226,48 @@ static int stage_close(struct qsreactor *r, struct qsevent *ev, unsigned code)
     return stage_frame(r, 0x80 | OP_CLOSE, payload, sizeof payload);
 }
 
-/* Write first; keep only what the kernel refused and stop reading until it drains. */
-static void flush(struct qsreactor *r, struct qsevent *ev)
+/* Copies what writev left of the staged pieces (`done` bytes were sent) into ev->pending. */
+static int keep_pending(struct qsreactor *r, struct qsevent *ev, const struct iovec *iov,
+                        size_t total, size_t done)
 {
-    size_t len = r->out_len;
-    r->out_len = 0;
-    ssize_t sent = len ? send(ev->fd, r->out, len, MSG_NOSIGNAL) : 0;
-    if (sent < 0 && errno != EAGAIN && errno != EINTR) {
-        qs_event_close(r, ev);
-        return;
+    ev->pending = malloc(total - done);
+    if (!ev->pending)
+        return -1;
+    size_t kept = 0;
+    for (int i = 0; i < r->piece_count; i++) {
+        size_t skip = done < iov[i].iov_len ? done : iov[i].iov_len;
+        done -= skip;
+        memcpy(ev->pending + kept, (unsigned char *)iov[i].iov_base + skip, iov[i].iov_len - skip);
+        kept += iov[i].iov_len - skip;
     }
-    size_t done = sent < 0 ? 0 : (size_t)sent;
-    if (done == len) {
-        if (ev->state == CLOSING)
-            qs_event_close(r, ev); /* our close frame is out: close TCP (§7.1.1) */
-        return;
-    }
-    ev->pending = malloc(len - done);
-    if (!ev->pending) {
-        qs_event_close(r, ev);
-        return;
-    }
-    memcpy(ev->pending, r->out + done, len - done);
-    ev->pending_len = len - done;
+    ev->pending_len = kept;
     ev->pending_off = 0;
-    qs_event_mask(r, ev, EPOLLOUT);
+    return 0;
+}
+
+/* Write first; keep only what the kernel refused and stop reading until it drains.
+ * Returns 0 when the connection is still open. */
+static int flush(struct qsreactor *r, struct qsevent *ev)
+{
+    struct iovec iov[MAX_PIECES];
+    size_t total = 0;
+    for (int i = 0; i < r->piece_count; i++) {
+        const struct piece *p = &r->pieces[i];
+        iov[i] = (struct iovec){(void *)(p->ptr ? p->ptr : r->out + p->off), p->len};
+        total += p->len;
+    }
+    ssize_t sent = total ? writev(ev->fd, iov, r->piece_count) : 0;
+    int failed = sent < 0 && errno != EAGAIN && errno != EINTR;
+    size_t done = sent < 0 ? 0 : (size_t)sent;
+    if (!failed && done < total && keep_pending(r, ev, iov, total, done) == 0)
+        qs_event_mask(r, ev, EPOLLOUT);
+    r->out_len = 0;
+    r->piece_count = 0;
+    if (failed || (done < total && !ev->pending) || (done == total && ev->state == CLOSING)) {
+        qs_event_close(r, ev); /* error, or our close frame is out: close TCP (§7.1.1) */
+        return -1;
+    }
+    return 0;
 }
 
 static void send_cb(struct qsreactor *r, struct qsevent *ev)
@@ -408,30 +452,38 @@ static int keep_partial(struct qsevent *ev, unsigned char *data, size_t used, si
     return 0;
 }
 
+/* Reads into the shared buffer, or straight behind an incomplete frame kept from before. */
+static ssize_t read_more(struct qsreactor *r, struct qsevent *ev, unsigned char **data)
+{
+    if (!ev->partial_len) {
+        *data = r->recv_buffer;
+        return recv(ev->fd, r->recv_buffer, RECV_BUFFER_SIZE, 0);
+    }
+    if (reserve(&ev->partial, &ev->partial_cap, ev->partial_len + RECV_BUFFER_SIZE) < 0) {
+        errno = ENOMEM;
+        return -1;
+    }
+    *data = ev->partial;
+    ssize_t n = recv(ev->fd, ev->partial + ev->partial_len, RECV_BUFFER_SIZE, 0);
+    return n > 0 ? (ssize_t)ev->partial_len + n : n;
+}
+
 static void recv_cb(struct qsreactor *r, struct qsevent *ev)
 {
-    ssize_t n = recv(ev->fd, r->recv_buffer, RECV_BUFFER_SIZE, 0);
+    unsigned char *data;
+    ssize_t n = read_more(r, ev, &data);
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return; /* level-triggered: a spurious wakeup costs one call */
     if (n <= 0) {
-        qs_event_close(r, ev); /* EOF, ECONNRESET, ...: this connection only */
+        qs_event_close(r, ev); /* EOF, ECONNRESET, ENOMEM...: this connection only */
         return;
     }
-    unsigned char *data = r->recv_buffer;
-    size_t len = (size_t)n;
-    if (ev->partial_len) { /* continue the incomplete frame kept from the last read */
-        if (reserve(&ev->partial, &ev->partial_cap, ev->partial_len + len) < 0) {
-            qs_event_close(r, ev);
-            return;
-        }
-        memcpy(ev->partial + ev->partial_len, data, len);
-        data = ev->partial;
-        len = ev->partial_len += len;
-    }
-    ssize_t used = process(r, ev, data, len);
-    if (used >= 0 && keep_partial(ev, data, (size_t)used, len) < 0)
+    ssize_t used = process(r, ev, data, (size_t)n);
+    if (used < 0)
         ev->state = CLOSING;
-    flush(r, ev);
+    /* The staged output may point into `data`: send it before the input is moved. */
+    if (flush(r, ev) == 0 && used >= 0 && keep_partial(ev, data, (size_t)used, (size_t)n) < 0)
+        qs_event_close(r, ev);
 }
 
 /* ---- accepting ------------------------------------------------------------------------------- */
