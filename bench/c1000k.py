@@ -697,6 +697,13 @@ class Run:
             self.pump(min(0.2, max(0.0, next_sample - now)))
         self.sample(stage)
 
+    def hold(self, seconds: float) -> None:
+        """Keep reading the clients (their pipes must not fill) and sampling for `seconds`."""
+        end = time.monotonic() + seconds
+        while (now := time.monotonic()) < end:
+            self.sample("hold")
+            self.pump(min(SAMPLE_INTERVAL, end - now))
+
     # -- measurements
 
     def totals(self) -> dict[str, int]:
@@ -833,8 +840,7 @@ def execute(run: Run, log_path: Path) -> None:
     run.start_clients()
     run.wait_for("ramp_done", "ramp", args.ramp_timeout + STAGE_SLACK)
     run.mark("ramp_done")
-    time.sleep(args.settle)  # let the kernel and the workers finish what the ramp left
-    run.sample("hold")
+    run.hold(args.settle)  # let the kernel and the workers finish what the ramp left
     run.snapshot("held")
     run.mark("echo_started")
     run.broadcast("echo")

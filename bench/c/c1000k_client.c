@@ -136,7 +136,7 @@ struct client {
     uint64_t seed, rng;
     int started, established, open, in_flight, outstanding, echo_sent, echo_ok, closed;
     int cursor;               /* next fd to visit when sending echoes or closes */
-    bool echo_wanted, close_wanted;
+    bool echo_wanted, echo_done, close_wanted;
     const char *abort_reason;
     double ramp_s, echo_round_s, close_round_s;
     uint64_t failures[ST_N][F_N];
@@ -231,11 +231,14 @@ static void conn_drop(struct client *cl, int fd)
     close(fd);
 }
 
-/* A handshake failure always belongs to the ramp; anything later to the current stage. */
+/* A handshake failure belongs to the ramp; an established connection lost while others are
+ * still being opened was being held; anything later belongs to the current stage. */
 static int conn_fail(struct client *cl, int fd, enum cause why)
 {
     struct conn *c = &cl->conns[fd];
-    enum stage st = c->state <= CS_UPGRADING ? ST_RAMP : cl->stage;
+    enum stage st = c->state <= CS_UPGRADING ? ST_RAMP
+                    : cl->stage == ST_RAMP   ? ST_HOLD
+                                             : cl->stage;
     fail(cl, st == ST_DONE ? ST_CLOSE : st, why);
     conn_drop(cl, fd);
     return -1;
@@ -780,7 +783,7 @@ static void on_signal(int signo)
 static void control_word(struct client *cl, const char *word)
 {
     if (strcmp(word, "echo") == 0)
-        cl->echo_wanted = true;
+        cl->echo_wanted = !cl->echo_done; /* one echo round per run */
     else if (strcmp(word, "close") == 0)
         cl->close_wanted = true;
     else if (strcmp(word, "quit") == 0)
@@ -789,13 +792,15 @@ static void control_word(struct client *cl, const char *word)
         fprintf(stderr, "c1000k_client: unknown command '%s' (echo, close, quit)\n", word);
 }
 
-/* Lines on stdin; EOF means whoever drives us is gone, so nothing may be left holding. */
+/* Lines on stdin. EOF before "close" means whoever drives us is gone: nothing may be left
+ * holding connections, so we abort. After "close" it is just the end of the commands. */
 static void read_control(struct client *cl)
 {
     char buf[256];
     ssize_t n = read(cl->control_fd, buf, sizeof buf);
     if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
-        cl->abort_reason = "control input closed";
+        if (!cl->close_wanted)
+            cl->abort_reason = "control input closed";
         set_events(cl, cl->control_fd, 0, EPOLL_CTL_DEL);
         cl->control_fd = -1;
         return;
@@ -814,7 +819,7 @@ static void read_control(struct client *cl)
 static void take_signals(struct client *cl)
 {
     if (sig_echo)
-        sig_echo = 0, cl->echo_wanted = true;
+        sig_echo = 0, cl->echo_wanted = !cl->echo_done;
     if (sig_close)
         sig_close = 0, cl->close_wanted = true;
     if (sig_abort && !cl->abort_reason)
@@ -851,6 +856,7 @@ static void finish_echo(struct client *cl, uint64_t now)
     cl->echo_round_s = since_s(cl->stage_start, now);
     enter_stage(cl, ST_HOLD, cl->o.hold_timeout, now);
     cl->echo_wanted = false;
+    cl->echo_done = true;
     emit(cl, "echo_done");
     if (cl->o.auto_run)
         cl->close_wanted = true;
@@ -879,11 +885,11 @@ static void advance(struct client *cl, uint64_t now)
         if ((cl->started == cl->o.connections && cl->in_flight == 0) || now >= cl->stage_deadline)
             finish_ramp(cl, now);
         break;
-    case ST_HOLD:
-        if (cl->close_wanted)
-            enter_stage(cl, ST_CLOSE, cl->o.close_timeout, now);
-        else if (cl->echo_wanted && cl->echo_sent == 0)
+    case ST_HOLD: /* commands given early wait for the ramp; an echo asked for goes first */
+        if (cl->echo_wanted)
             enter_stage(cl, ST_ECHO, cl->o.echo_timeout, now);
+        else if (cl->close_wanted)
+            enter_stage(cl, ST_CLOSE, cl->o.close_timeout, now);
         else if (now >= cl->stage_deadline)
             cl->abort_reason = "hold timeout (no close command)";
         break;
