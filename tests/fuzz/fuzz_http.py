@@ -4,11 +4,12 @@ Input: byte 0 picks the configuration, the rest is what a client sent.
     bit 0     the bytes are a bare request target for the resolver, not a request
     bits 1-7  the read size of the incremental feed (1..64 bytes)
 Invariants:
-- The parser agrees with itself: the whole input at once, behind an offset,
-  and as a memoryview (the copying path) give the same request and end
-  position, or the same error status; the same bytes arriving in reads of N
-  bytes (one parser object kept between calls, as the glue does) give the same
-  request, or are refused too (the status may name another of its faults).
+- The parser agrees with itself: the whole input at once and behind an offset
+  give the same request and end position, or the same error status; the same
+  bytes arriving in reads of N bytes (one parser object kept between calls, as
+  the glue does) and as a memoryview (copied in windows of 4 KiB, then whole)
+  give the same request, or are refused too (the status may name another of
+  the input's faults: the first one provable from the bytes seen so far).
 - It never consumes more than given: the end position is within the input
   and just past the blank line that ends the head.
 - A request is one we serve: GET/HEAD, visible-ASCII target within the limit,
@@ -201,7 +202,7 @@ def check(data: bytes) -> str:
     step = 1 + (options >> 1) % 64
     assert same_verdict(incremental(payload, step), whole), f"reads of {step} bytes disagree"
     view = parse_all(RequestParser(), memoryview(payload), 0, len(payload))
-    assert view == whole, "the memoryview path disagrees"
+    assert same_verdict(view, whole), "the memoryview path (copied in windows) disagrees"
     behind = parse_all(RequestParser(), b"\r\nxx" + payload, 4, len(payload) + 4)
     assert behind == shifted(whole, 4), "an offset changes the result"
     if whole[0] == "error":
