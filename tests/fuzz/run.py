@@ -6,7 +6,8 @@ scratch corpus that libFuzzer may grow (never written back into the repo).
 A finding is saved under --artifacts and reported with the command that
 replays it; make it a regression by copying it to regressions/<target>/ (the
 test suite replays that folder). The run's stats (inputs tried by kind per
-target, findings) are printed and written as JSON to --json.
+target, findings) are printed and written as JSON (--json, by default
+bench/results/fuzz-<time>.json, like the benchmarks' results).
 
 Exit status: 0 when every target ran to its deadline without a finding.
 """
@@ -127,16 +128,19 @@ def main(argv: list[str] | None = None) -> int:
         default=REPO / "build" / "fuzz-artifacts",
         help="where findings are saved",
     )
-    parser.add_argument("--json", type=Path, help="write the run's stats here")
+    parser.add_argument(
+        "--json", type=Path, help="the run's stats (default: bench/results/fuzz-<time>.json)"
+    )
     options = parser.parse_args(argv)
     names = options.target or list(TARGETS)
     started = time.time()
     results = run(names, options.seconds, max(1, options.jobs), options.artifacts)
     report(results)
-    if options.json:
-        record = {"started": started, "seconds_per_target": options.seconds, "targets": results}
-        options.json.parent.mkdir(parents=True, exist_ok=True)
-        options.json.write_text(json.dumps(record, indent=1) + "\n")
+    path = options.json or REPO / "bench" / "results" / time.strftime("fuzz-%Y%m%d-%H%M%S.json")
+    record = {"started": started, "seconds_per_target": options.seconds, "targets": results}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"stats: {path}")
     failed = [r for r in results if r["exit_code"] != 0 or r["findings"]]
     return 1 if failed else 0
 
