@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -146,6 +147,35 @@ def test_handshake_ignores_only_ows_around_values():
     assert isinstance(result, handshake.Reject) and result.status == 400
 
 
+def test_asan_build_catches_an_overflow(tmp_path):
+    """run.py --asan really swaps in a sanitized build: unmasking 8 bytes past
+    a 4-byte buffer through it aborts with an AddressSanitizer report."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed")
+    sys.path.insert(0, str(FUZZ))
+    import run as fuzz_runner
+
+    env = fuzz_runner.build_asan(tmp_path)
+    if not env:
+        pytest.skip("gcc has no libasan")
+    code = (
+        "import _harness\n"
+        "from reactor.ws import frames, unmask\n"
+        "assert _harness.use_speedups_override(unmask, frames)\n"
+        "buf = unmask._ffi.new('unsigned char[]', 4)\n"
+        "unmask._lib.ws_unmask(buf, 12, 0x01020304, 0)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=FUZZ,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode != 0 and "AddressSanitizer: heap-buffer-overflow" in run.stderr
+
+
 # ---- the coverage-guided run ----------------------------------------------------------------
 
 
@@ -155,6 +185,7 @@ def test_fuzz_targets_find_nothing(tmp_path):
     pytest.importorskip("atheris", reason="atheris is not installed (pip install atheris)")
     stats_path = tmp_path / "fuzz.json"
     cmd = [sys.executable, str(FUZZ / "run.py"), "--seconds", str(FUZZ_SECONDS), "--jobs", "3"]
+    cmd += ["--asan"]  # the C scanner under AddressSanitizer (skipped by run.py without gcc)
     cmd += ["--artifacts", str(tmp_path / "findings"), "--json", str(stats_path)]
     run = subprocess.run(
         cmd, cwd=REPO, capture_output=True, text=True, timeout=FUZZ_SECONDS * 3 + 180

@@ -27,8 +27,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 STATS_ENV = "REACTOR_FUZZ_STATS"
+SPEEDUPS_ENV = "REACTOR_FUZZ_SPEEDUPS"  # another build of reactor.ws._speedups (ASan)
 DEADLINE_ENV = "REACTOR_FUZZ_DEADLINE"  # seconds of fuzzing (the runner sets it)
 FLUSH_INTERVAL = 1.0  # seconds between stats rewrites: a crash loses at most this much
+swapped_speedups: str | None = None  # the override build in use, reported in the stats
 
 
 def instrumented(enabled: bool) -> contextlib.AbstractContextManager:
@@ -39,6 +41,27 @@ def instrumented(enabled: bool) -> contextlib.AbstractContextManager:
     import atheris
 
     return atheris.instrument_imports(include=["reactor"])
+
+
+def use_speedups_override(unmask_module, frames_module) -> str | None:
+    """Swap in the build of ``reactor.ws._speedups`` named by $REACTOR_FUZZ_SPEEDUPS
+    (run.py --asan: the same C compiled with AddressSanitizer, so a read one
+    byte past the window aborts instead of passing unnoticed). Returns its path."""
+    path = os.environ.get(SPEEDUPS_ENV)
+    if not path:
+        return None
+    import importlib.util
+
+    # The init function is PyInit__speedups: the module name must end in "_speedups".
+    spec = importlib.util.spec_from_file_location("reactor_fuzz_asan._speedups", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    unmask_module._compiled_ffi = unmask_module._ffi = frames_module._ffi = module.ffi
+    unmask_module._compiled_lib = unmask_module._lib = frames_module._lib = module.lib
+    frames_module.select_impl("cffi")  # also forgets windows made with the other build
+    global swapped_speedups
+    swapped_speedups = path
+    return path
 
 
 class Stats:
@@ -69,6 +92,7 @@ class Stats:
             "seconds": round(self.flushed - self.started, 2),
             "finished": finished,
             "kinds": dict(self.kinds.most_common()),
+            "c_build": swapped_speedups or "the installed one",
         }
         tmp = self.path + ".tmp"
         with open(tmp, "w") as f:

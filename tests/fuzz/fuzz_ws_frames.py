@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import sys
 
-from _harness import instrumented
+from _harness import instrumented, use_speedups_override
 
 with instrumented(__name__ == "__main__"):
     from reactor.ws import frames, protocol
     from reactor.ws import unmask as unmask_module
+
+use_speedups_override(unmask_module, frames)
 
 NAME = "ws_frames"
 MAX_SIZES = (16 * 1024 * 1024, 0, 1, 125, 126, 1000, 65536, 200)

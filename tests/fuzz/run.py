@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -51,12 +52,45 @@ def libfuzzer_flags(name: str, seconds: float, artifacts: Path, work: Path) -> l
     ]
 
 
-def start(name: str, seconds: float, artifacts: Path, scratch: Path) -> tuple:
+def build_asan(scratch: Path) -> dict[str, str]:
+    """Compile ws/csrc with AddressSanitizer into ``scratch``; the environment
+    that makes the ws_frames target use it (the C code is the only native code
+    the targets reach). Empty when gcc or its libasan is missing."""
+    libasan = subprocess.run(
+        ["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True
+    ).stdout.strip()
+    if not libasan or not os.path.isabs(libasan):
+        print("--asan: gcc's libasan not found; fuzzing the normal build")
+        return {}
+    build = scratch / "asan"
+    shutil.copytree(REPO / "ws" / "csrc", build / "ws" / "csrc")  # relative paths, as setup.py
+    flags = "-fsanitize=address -fno-omit-frame-pointer -g -O1"
+    code = (
+        "import importlib.util as u\n"
+        "s = u.spec_from_file_location('b', 'ws/csrc/build_unmask.py')\n"
+        "m = u.module_from_spec(s); s.loader.exec_module(m)\n"
+        f"m.ffibuilder.compile(tmpdir={str(build)!r})"
+    )
+    env = dict(os.environ, CFLAGS=flags, LDFLAGS="-fsanitize=address")
+    subprocess.run(
+        [sys.executable, "-c", code], cwd=build, env=env, check=True, capture_output=True
+    )
+    (library,) = (build / "reactor" / "ws").glob("_speedups*.so")
+    return {
+        "REACTOR_FUZZ_SPEEDUPS": str(library),
+        "LD_PRELOAD": libasan,  # the ASan runtime must be loaded before Python itself
+        "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1",  # CPython's arenas look like leaks
+    }
+
+
+def start(name: str, seconds: float, artifacts: Path, scratch: Path, extra_env: dict) -> tuple:
     old = set(artifacts.glob(f"{name}-*"))  # findings of earlier runs are not this run's
     work = scratch / name
     (work / "corpus").mkdir(parents=True)
     stats_path = work / "stats.json"
     env = dict(os.environ)
+    if name == "ws_frames":
+        env.update(extra_env)
     env.update(
         REACTOR_FUZZ_STATS=str(stats_path),
         REACTOR_FUZZ_DEADLINE=str(seconds),
@@ -88,15 +122,18 @@ def finish(job: tuple, seconds: float, artifacts: Path) -> dict:
     return stats
 
 
-def run(names: list[str], seconds: float, jobs: int, artifacts: Path) -> list[dict]:
+def run(names: list[str], seconds: float, jobs: int, artifacts: Path, asan: bool) -> list[dict]:
     artifacts.mkdir(parents=True, exist_ok=True)
     results = []
     with tempfile.TemporaryDirectory(prefix="reactor-fuzz-") as scratch:
+        extra_env = build_asan(Path(scratch)) if asan and "ws_frames" in names else {}
         pending = list(names)
         while pending:
             batch, pending = pending[:jobs], pending[jobs:]
-            running = [start(name, seconds, artifacts, Path(scratch)) for name in batch]
+            running = [start(name, seconds, artifacts, Path(scratch), extra_env) for name in batch]
             results += [finish(job, seconds, artifacts) for job in running]
+        for result in results:
+            result["asan"] = result["target"] == "ws_frames" and bool(extra_env)
     return results
 
 
@@ -106,7 +143,7 @@ def report(results: list[dict]) -> None:
         print(
             f"{stats['target']:>13}: {'ok' if ok else 'FAILED'}  "
             f"{stats.get('inputs', 0):,} inputs, {stats.get('bytes', 0):,} bytes "
-            f"in {stats.get('seconds', 0)} s"
+            f"in {stats.get('seconds', 0)} s{' (C built with ASan)' if stats.get('asan') else ''}"
         )
         for kind, count in stats.get("kinds", {}).items():
             print(f"{'':>15}{count:>10,}  {kind}")
@@ -123,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", action="append", choices=sorted(TARGETS), help="repeatable")
     parser.add_argument("--jobs", type=int, default=1, help="targets run at the same time")
     parser.add_argument(
+        "--asan",
+        action="store_true",
+        help="ws_frames runs the C scanner/unmask built with AddressSanitizer (needs gcc)",
+    )
+    parser.add_argument(
         "--artifacts",
         type=Path,
         default=REPO / "build" / "fuzz-artifacts",
@@ -134,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
     names = options.target or list(TARGETS)
     started = time.time()
-    results = run(names, options.seconds, max(1, options.jobs), options.artifacts)
+    results = run(names, options.seconds, max(1, options.jobs), options.artifacts, options.asan)
     report(results)
     path = options.json or REPO / "bench" / "results" / time.strftime("fuzz-%Y%m%d-%H%M%S.json")
     record = {"started": started, "seconds_per_target": options.seconds, "targets": results}
