@@ -16,6 +16,11 @@ Load (all loopback, bounded in time: --seconds, then at most --grace to wind dow
 - The server: `python -m reactor --proto auto` (one port for both), sampled
   every second for RSS and open fds.
 
+Report: ``bench/soak.py --report FUZZ.json FAULTS.json SOAK.json`` prints the
+"Hostile input and faults" table of bench/RESULTS.md from the JSON of a fuzz
+run (tests/fuzz/run.py), a fault-suite run (REACTOR_FAULT_STATS=... pytest
+tests/test_faults.py) and a soak run.
+
 Verdicts (also asserted by tests/test_soak.py):
 - no mismatch, no lost or unexpected message, no client error;
 - after the clients leave, the server's fd count returns to its baseline;
@@ -405,7 +410,59 @@ def summary(result: dict) -> str:
     return "\n".join(lines)
 
 
+# ---- the report ---------------------------------------------------------------------------
+
+
+def report(fuzz_path: Path, faults_path: Path, soak_path: Path) -> str:
+    """The markdown table of bench/RESULTS.md from three runs' JSON."""
+    fuzz = json.loads(fuzz_path.read_text())
+    faults = json.loads(faults_path.read_text())
+    soak = json.loads(soak_path.read_text())
+    rows = ["| what | count | by kind |", "|---|---:|---|"]
+    for target in fuzz["targets"]:
+        kinds = ", ".join(f"{kind}: {n:,}" for kind, n in target["kinds"].items())
+        name = f"bad inputs: fuzz target `{target['target']}`"
+        if "asan_replayed" in target:
+            kinds += f"; {target['asan_replayed']:,} replayed on the C built with ASan"
+        rows.append(f"| {name} | {target['inputs']:,} | {kinds} |")
+    groups: Counter[str] = Counter()
+    for kind, n in faults["faults"].items():
+        groups[kind.split(":")[0]] += n
+    for group, n in groups.items():
+        detail = ", ".join(
+            f"{kind.split(': ', 1)[1]}: {m:,}"
+            for kind, m in faults["faults"].items()
+            if kind.split(":")[0] == group and ": " in kind
+        )
+        rows.append(f"| faults injected: {group} | {n:,} | {detail} |")
+    c = Counter(soak["counts"])
+    ws_conns, http_conns = c["ws connections"], c["http connections"]
+    rows.append(
+        f"| soak ({soak['seconds']:.0f} s): connections | {ws_conns + http_conns:,} | "
+        f"{ws_conns:,} ws ({c['ws dropped without close']:,} dropped without close), "
+        f"{http_conns:,} http |"
+    )
+    messages = c.get("ws messages checked", 0) + c.get("http responses checked", 0)
+    data = c.get("ws bytes checked", 0) + c.get("http bytes checked", 0)
+    rows.append(
+        f"| messages checked byte-exact | {messages + faults['checked']['messages']:,} | soak: "
+        f"{c.get('ws messages checked', 0):,} ws ({c.get('ws messages sent fragmented', 0):,} "
+        f"sent fragmented) + {c.get('http responses checked', 0):,} http; faults suite: "
+        f"{faults['checked']['messages']:,} |"
+    )
+    rows.append(
+        f"| bytes checked byte-exact | {data + faults['checked']['bytes']:,} | soak: {data:,}; "
+        f"faults suite: {faults['checked']['bytes']:,} |"
+    )
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["--report"]:
+        print(report(*(Path(p) for p in argv[1:4])))
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=300)
     parser.add_argument("--ws-clients", type=int, default=1000)

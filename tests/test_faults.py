@@ -15,7 +15,9 @@ SIGKILLed under load in --workers mode; SIGTERM under load.
 
 Victim clients run as ``python tests/test_faults.py victim KIND PORT`` so they
 can be SIGKILLed like any real client. Set REACTOR_FAULT_STATS=path to get the
-counts of faults injected and of messages/bytes checked as JSON.
+counts of faults injected and of messages/bytes checked as JSON (added to the
+file's counts if it exists), REACTOR_FAULT_ROUNDS=N for N rounds (default 3)
+of the SIGKILL and RST faults.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ MEDIUM_SIZE = 200 * 1024  # past the static handler's 32 KiB small-file cache: s
 RSS_BOUND = 32 * MIB
 FD_LIMIT = 20_000  # the machine's per-process hard limit
 ATTEMPTS = 25_000  # connection attempts in the fd-exhaustion test
+# Rounds of the SIGKILL and RST faults (7 and 6 kinds each); more for a report run.
+ROUNDS = int(os.environ.get("REACTOR_FAULT_ROUNDS", "3"))
 
 FAULTS: Counter[str] = Counter()
 CHECKED: Counter[str] = Counter()  # "messages" and "bytes" compared byte-exact
@@ -410,23 +414,20 @@ def await_ready(proc: subprocess.Popen, kind: str) -> None:
 @needs_ws
 def test_sigkilled_clients_lose_only_their_own_connections(stack, bystanders):
     baseline = stack.fds()
-    victims = []
-    for _ in range(3):
-        for kind in ("echo-mid-large-send",):
-            victims.append((kind, start_victim(kind, stack.echo.port)))
-        for kind in VICTIMS_HTTP:
-            victims.append((kind, start_victim(kind, stack.http.port)))
-        for kind in VICTIMS_WS:
-            victims.append((kind, start_victim(kind, stack.ws.port)))
-    for kind, proc in victims:
-        await_ready(proc, kind)
-    assert wait_until(lambda: sum(stack.fds()) >= sum(baseline) + len(victims), 10)
-    for kind, proc in victims:
-        proc.kill()  # SIGKILL: the kernel closes its sockets (RST when data was unread)
-        proc.wait()
-        FAULTS[f"SIGKILLed client: {kind}"] += 1
-    stack.settle(baseline)
-    bystanders.exercise(3)
+    for _ in range(ROUNDS):
+        victims = [("echo-mid-large-send", start_victim("echo-mid-large-send", stack.echo.port))]
+        victims += [(kind, start_victim(kind, stack.http.port)) for kind in VICTIMS_HTTP]
+        victims += [(kind, start_victim(kind, stack.ws.port)) for kind in VICTIMS_WS]
+        for kind, proc in victims:
+            await_ready(proc, kind)
+        expected = sum(baseline) + len(victims)  # each victim holds one connection
+        assert wait_until(lambda: sum(stack.fds()) >= expected, 10)  # noqa: B023
+        for kind, proc in victims:
+            proc.kill()  # SIGKILL: the kernel closes its sockets (RST when data was unread)
+            proc.wait()
+            FAULTS[f"SIGKILLed client: {kind}"] += 1
+        stack.settle(baseline)
+        bystanders.exercise(1)
     stack.alive()
 
 
@@ -460,7 +461,7 @@ def _rst_cases(stack: Stack, site: Site) -> list[tuple[str, socket.socket]]:
 @needs_ws
 def test_reset_instead_of_fin_closes_only_that_connection(stack, bystanders, site):
     baseline = stack.fds()
-    for _ in range(3):
+    for _ in range(ROUNDS):
         for kind, sock in _rst_cases(stack, site):
             rst_close(sock)
             FAULTS[f"RST instead of FIN: {kind}"] += 1

@@ -46,7 +46,8 @@ def instrumented(enabled: bool) -> contextlib.AbstractContextManager:
 def use_speedups_override(unmask_module, frames_module) -> str | None:
     """Swap in the build of ``reactor.ws._speedups`` named by $REACTOR_FUZZ_SPEEDUPS
     (run.py --asan: the same C compiled with AddressSanitizer, so a read one
-    byte past the window aborts instead of passing unnoticed). Returns its path."""
+    byte past the window aborts instead of passing unnoticed; used to replay a
+    corpus, as gcc's ASan runtime disables libFuzzer's coverage). Returns its path."""
     path = os.environ.get(SPEEDUPS_ENV)
     if not path:
         return None

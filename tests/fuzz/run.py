@@ -83,14 +83,12 @@ def build_asan(scratch: Path) -> dict[str, str]:
     }
 
 
-def start(name: str, seconds: float, artifacts: Path, scratch: Path, extra_env: dict) -> tuple:
+def start(name: str, seconds: float, artifacts: Path, scratch: Path) -> tuple:
     old = set(artifacts.glob(f"{name}-*"))  # findings of earlier runs are not this run's
     work = scratch / name
     (work / "corpus").mkdir(parents=True)
     stats_path = work / "stats.json"
     env = dict(os.environ)
-    if name == "ws_frames":
-        env.update(extra_env)
     env.update(
         REACTOR_FUZZ_STATS=str(stats_path),
         REACTOR_FUZZ_DEADLINE=str(seconds),
@@ -101,11 +99,54 @@ def start(name: str, seconds: float, artifacts: Path, scratch: Path, extra_env: 
     cmd += libfuzzer_flags(name, seconds, artifacts, work)
     log = open(work / "log.txt", "w+")
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    return name, proc, log, stats_path, old
+    return name, proc, log, stats_path, old, work
 
 
-def finish(job: tuple, seconds: float, artifacts: Path) -> dict:
-    name, proc, log, stats_path, old = job
+REPLAY = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import fuzz_ws_frames as target
+assert target.use_speedups_override.__module__ == "_harness"
+count = 0
+for path in sys.stdin.read().splitlines():
+    print(path, flush=True)  # the last path printed is the culprit of a crash
+    target.check(open(path, "rb").read())
+    count += 1
+print("replayed", count, flush=True)
+"""
+
+
+def asan_replay(work: Path, asan_env: dict, artifacts: Path) -> dict:
+    """Run every input of the fuzzed corpus, the seeds and the regressions of
+    ws_frames once more on the ASan build. Coverage guidance does not survive
+    gcc's ASan runtime (it takes over libFuzzer's coverage hooks), so the C
+    code is fuzzed with coverage on the normal build and replayed here."""
+    folders = (work / "corpus", HERE / "corpus" / "ws_frames", HERE / "regressions" / "ws_frames")
+    paths = sorted(str(p) for folder in folders if folder.is_dir() for p in folder.iterdir())
+    env = {**os.environ, **asan_env, "TMPDIR": str(work)}
+    run = subprocess.run(
+        [sys.executable, "-c", REPLAY, str(HERE)],
+        input="\n".join(paths),
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=3600,
+    )
+    lines = run.stdout.splitlines()
+    if run.returncode == 0 and lines and lines[-1].startswith("replayed"):
+        return {"asan_replayed": int(lines[-1].split()[1]), "asan_findings": []}
+    culprit = Path(lines[-1]) if lines else None
+    saved = []
+    if culprit is not None and culprit.exists():
+        saved.append(str(artifacts / f"ws_frames-asan-{culprit.name}"))
+        shutil.copyfile(culprit, saved[0])
+    return {"asan_replayed": max(0, len(lines) - 1), "asan_findings": saved or ["(unknown input)"],
+            "asan_log_tail": run.stderr[-4000:]}  # fmt: skip
+
+
+def finish(job: tuple, seconds: float, artifacts: Path, asan_env: dict) -> dict:
+    name, proc, log, stats_path, old, work = job
     try:
         code = proc.wait(timeout=seconds + EXIT_GRACE)
     except subprocess.TimeoutExpired:
@@ -117,6 +158,10 @@ def finish(job: tuple, seconds: float, artifacts: Path) -> dict:
     stats = json.loads(stats_path.read_text()) if stats_path.exists() else {"target": name}
     findings = sorted(str(p) for p in set(artifacts.glob(f"{name}-*")) - old)
     stats.update(exit_code=code, findings=findings)
+    if name == "ws_frames" and asan_env:
+        replay = asan_replay(work, asan_env, artifacts)
+        stats.update(replay)
+        stats["findings"] += replay["asan_findings"]
     if code != 0 or findings:
         stats["log_tail"] = output[-4000:]
     return stats
@@ -126,14 +171,12 @@ def run(names: list[str], seconds: float, jobs: int, artifacts: Path, asan: bool
     artifacts.mkdir(parents=True, exist_ok=True)
     results = []
     with tempfile.TemporaryDirectory(prefix="reactor-fuzz-") as scratch:
-        extra_env = build_asan(Path(scratch)) if asan and "ws_frames" in names else {}
+        asan_env = build_asan(Path(scratch)) if asan and "ws_frames" in names else {}
         pending = list(names)
         while pending:
             batch, pending = pending[:jobs], pending[jobs:]
-            running = [start(name, seconds, artifacts, Path(scratch), extra_env) for name in batch]
-            results += [finish(job, seconds, artifacts) for job in running]
-        for result in results:
-            result["asan"] = result["target"] == "ws_frames" and bool(extra_env)
+            running = [start(name, seconds, artifacts, Path(scratch)) for name in batch]
+            results += [finish(job, seconds, artifacts, asan_env) for job in running]
     return results
 
 
@@ -143,10 +186,12 @@ def report(results: list[dict]) -> None:
         print(
             f"{stats['target']:>13}: {'ok' if ok else 'FAILED'}  "
             f"{stats.get('inputs', 0):,} inputs, {stats.get('bytes', 0):,} bytes "
-            f"in {stats.get('seconds', 0)} s{' (C built with ASan)' if stats.get('asan') else ''}"
+            f"in {stats.get('seconds', 0)} s"
         )
         for kind, count in stats.get("kinds", {}).items():
             print(f"{'':>15}{count:>10,}  {kind}")
+        if "asan_replayed" in stats:
+            print(f"{'':>15}{stats['asan_replayed']:>10,}  replayed on the C built with ASan")
         for finding in stats["findings"]:
             replay = f"{sys.executable} tests/fuzz/{TARGETS[stats['target']]} {finding}"
             print(f"{'':>15}finding: {finding}\n{'':>15}replay:  {replay}")
@@ -162,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--asan",
         action="store_true",
-        help="ws_frames runs the C scanner/unmask built with AddressSanitizer (needs gcc)",
+        help="replay ws_frames' corpus on the C scanner/unmask built with AddressSanitizer",
     )
     parser.add_argument(
         "--artifacts",
