@@ -3,37 +3,43 @@ the sans-I/O ``reactor.ws`` machine and the application API (reactor/app.py).
 
 One connection's life (the seed's WS_HANDSHAKE -> WS_TANSMISSION -> WS_END):
 
-    accepted --head parsed (RequestParser; any split; --header-timeout)-->
-        plain HTTP: 426 | malformed: 4xx | refused (validate, Origin, app): 4xx  -> lingering close
-        valid: 101 + app.on_open -> OPEN --close frame either way--> CLOSING/CLOSED -> TCP close
+    accepted --head parsed (RequestParser: any split, --header-timeout)-->
+        plain HTTP: 426 | malformed: 4xx | refused (version, Origin, app): 4xx -> lingering close
+        valid: 101 + app.on_open -> OPEN --close frame either way--> CLOSED -> TCP close
 
 ``conn.ctx`` is None before the first byte, a ``Handshaking`` while a head is
-incomplete, then the ``WebSocketConnection``: a ``__slots__`` subclass of
-``ServerProtocol`` that is also the object the application gets as ``conn``.
-It adds four slots (reactor slot, user data, subprotocol, ping mark), all
-pointing at shared objects while idle: no buffer, timer, dict entry or
-request survives the handshake (~110 B, plus the reactor's event slot).
+incomplete, ANSWERED once an HTTP error answer is on its way, then the
+``WebSocketConnection``: a ``__slots__`` subclass of ``ServerProtocol`` that
+is also the object the application gets as ``conn``. It adds four slots
+(reactor slot, user data, subprotocol, ping mark), all pointing at shared
+objects while idle: no buffer, timer, dict entry or request survives the
+handshake (104 B, plus the reactor's 88 B event slot).
 
 Hot path: ``on_data`` hands the reactor's receive buffer itself to
 ``receive()`` (frames are unmasked in place). Output is CORKED meanwhile:
 frames the app sends to this connection, pongs and close frames collect in
-one handler-wide bytearray and leave in ONE ``conn.write`` after the read, so
-16 pipelined echoes cost one syscall, not 16.
+one handler-wide list (no copies) and leave in ONE write after the read, so
+16 pipelined echoes cost one syscall, not 16 (see WRITEV_MIN for how).
 
-Timers: ONE sweep every SWEEP_INTERVAL handles ping keepalive for every
-connection and the header timeout. A ping is due after --ping-interval
-seconds without input (the reactor's ``last_active`` tick); the ping mark is
-the tick it was sent, and any input since (pong or data) clears it. No input
-for --ping-timeout after the ping: close 1011 and TCP close at once (1011,
-"unexpected condition", as the websockets library does; 1001 means an
-endpoint going away, which is what a server shutdown sends). Only a closing
-connection owns a timer (--close-timeout), for a bounded wait on the peer.
+Timers: ONE sweep every SWEEP_INTERVAL walks the reactor's slots for
+keepalive and header timeouts, so nothing per connection is scheduled:
+- a connection silent since its accept is closed after --header-timeout
+  (its ``last_active`` is the accept tick); a started head has
+  --header-timeout from its first byte (``Handshaking.since``), else 408;
+- a ping is due after --ping-interval seconds without input (the reactor's
+  ``last_active`` tick); the ping mark is the tick it was sent, and any input
+  since (pong or data) clears it. No input for --ping-timeout after the ping:
+  close 1011 and TCP close at once. Why 1011: "an unexpected condition
+  prevented fulfilling the request" (§7.4.1), as the websockets library does;
+  1001 means an endpoint going away, which is what our shutdown sends.
+Only a closing connection owns a timer (--close-timeout): a bounded wait for
+the peer's close after ours (§7.1.1: the server should not wait forever).
 
-Backpressure (see docs/README-ws.md): reading from a connection pauses in the
-core while its output is over --max-send-buffer, which bounds what it gets in
-reply to its own messages. Output pushed to a connection from elsewhere
-(broadcast, other connections, timers) when it is already over the limit
-closes it with 1008 (policy violation) instead of buffering more.
+Backpressure (see docs/README-ws.md): the core stops reading from a
+connection while its output is over --max-send-buffer, which bounds what it
+gets in reply to its own messages. Output pushed to a connection from
+elsewhere (broadcast, other connections, timers) when it is already over the
+limit closes it with 1008 (policy violation) instead of buffering more.
 
 Application exceptions are caught around every callback: logged once with
 the traceback, that connection closed with 1011. Catching inside the hooks
@@ -74,7 +80,8 @@ DEFAULT_PING_INTERVAL = 20.0  # seconds of silence before a ping: below the 30-6
 DEFAULT_PING_TIMEOUT = 20.0  # seconds for any answer: generous for mobile links
 DEFAULT_CLOSE_TIMEOUT = 5.0  # seconds we wait for the peer's close after ours (§7.1.1)
 DEFAULT_HEADER_TIMEOUT = 10.0  # used when the http handler's --header-timeout is absent
-SWEEP_INTERVAL = 0.5  # seconds; ping bookkeeping counts whole seconds (the reactor tick)
+SWEEP_INTERVAL = 1.0  # seconds: keepalive and silent-connection checks count whole seconds
+#                        (the reactor tick); one pass over 20k slots costs ~2 ms
 PING_TIMEOUT_CODE = CLOSE_INTERNAL_ERROR  # see the module docstring for 1011 vs 1001
 # Corked frames leave in one os.writev when one of them is at least this large (a
 # copy into one buffer would cost more than an iovec per frame), else joined into
@@ -97,11 +104,15 @@ class Handshaking:
     """``conn.ctx`` while an upgrade head is incomplete. ``buf`` is bounded by
     the parser's own limits (it raises 414/431 past ~24 KiB)."""
 
-    __slots__ = ("parser", "buf")
+    __slots__ = ("parser", "buf", "since")
 
-    def __init__(self, parser: RequestParser, buf: bytearray) -> None:
+    def __init__(self, parser: RequestParser, buf: bytearray, since: float) -> None:
         self.parser = parser
         self.buf = buf
+        self.since = since  # the head's first byte (reactor.now)
+
+
+ANSWERED = Handshaking(RequestParser(), bytearray(), 0.0)  # ctx after an HTTP error answer
 
 
 class WebSocketConnection(ServerProtocol):
@@ -357,7 +368,6 @@ class WebSocketHandler(Handler):
         self._corked: WebSocketConnection | None = None  # whose output is being collected
         self._parts: list[bytes] = []  # its frames (no copies), written once per read
         self._gather = False  # a part is large: writev them rather than join
-        self.heads: dict[Connection, float] = {}  # --proto ws: waiting for a head, since
         self.app = make_app(app)
         self._bind_app()
         reactor.call_every(SWEEP_INTERVAL, self._sweep)
@@ -382,13 +392,13 @@ class WebSocketHandler(Handler):
     # ---- reactor callbacks ----------------------------------------------------
 
     def on_open(self, conn: Connection, peer: Any) -> None:
-        self.heads[conn] = self.reactor.now  # the head's clock starts at the accept
+        """Nothing to allocate: ctx stays None until the first byte."""
 
     def on_data(self, conn: Connection, data: memoryview) -> None:
         ws = conn.ctx
         if type(ws) is self.connection_class:
             self._feed(conn, ws, data.obj, 0, len(data))  # the receive buffer, in place
-        elif ws is None or type(ws) is Handshaking:
+        elif ws is not ANSWERED:
             self._handshake_input(conn, ws, data)
 
     def on_eof(self, conn: Connection) -> None:
@@ -408,7 +418,6 @@ class WebSocketHandler(Handler):
             ws.close(CLOSE_GOING_AWAY, "server shutting down")
 
     def on_close(self, conn: Connection, error: BaseException | None) -> None:
-        self.heads.pop(conn, None)
         ws = conn.ctx
         if type(ws) is self.connection_class:
             ws.connection_lost()  # reports 1006 to the app unless the handshake completed
@@ -467,9 +476,8 @@ class WebSocketHandler(Handler):
             return
         if request is None:
             if state is None:
-                conn.ctx = Handshaking(parser, bytearray(data))
+                conn.ctx = Handshaking(parser, bytearray(data), self.reactor.now)
             return
-        self.heads.pop(conn, None)
         if not request.wants_upgrade:
             self._upgrade_required(conn, request)
             return
@@ -479,11 +487,10 @@ class WebSocketHandler(Handler):
         """Take over a connection whose upgrade head another handler parsed
         (``--proto auto``); ``buf[pos:]`` are the bytes that followed the head
         and are processed as frames. Returns the HTTP status answered."""
-        self.heads.pop(conn, None)
         return self._upgrade(conn, request, buf, pos, len(buf))
 
     def _upgrade(self, conn: Connection, request: Request, buf: Any, start: int, end: int) -> int:
-        conn.handler, conn.ctx = self, None
+        conn.handler, conn.ctx = self, ANSWERED
         answer = handshake.validate(
             request.method,
             request.http_version,
@@ -540,11 +547,11 @@ class WebSocketHandler(Handler):
                 head=request.method == "HEAD",
             )
         )
+        conn.ctx = ANSWERED
         conn.close_after_flush(linger=True)
 
     def _refuse_http(self, conn: Connection, exc: HttpError) -> None:
-        self.heads.pop(conn, None)
-        conn.ctx = None
+        conn.ctx = ANSWERED
         response = error_response(
             exc.status, exc.reason, keep_alive=False, extra_headers=exc.headers
         )
@@ -554,40 +561,37 @@ class WebSocketHandler(Handler):
     # ---- the sweep: header timeouts and keepalive pings --------------------------
 
     def _sweep(self) -> None:
-        if self.header_timeout > 0 and self.heads:
-            self._expire_heads(self.reactor.now - self.header_timeout)
-        if self.ping_interval > 0:
-            self._keepalive()
-
-    def _expire_heads(self, limit: float) -> None:
-        expired = []
-        for conn, since in self.heads.items():
-            if since > limit:
-                break  # insertion order is time order: the rest are younger
-            expired.append(conn)
-        for conn in expired:
-            self.heads.pop(conn, None)
-            if conn.ctx is None:
-                conn.close()  # not a byte received: nothing to answer
-            else:
-                self._refuse_http(conn, HttpError(408, "request head not received in time"))
-
-    def _keepalive(self) -> None:
+        """One pass over the reactor's slots: keepalive and header timeouts."""
+        if self.ping_interval <= 0 and self.header_timeout <= 0:
+            return
         tick, kind = self.reactor.tick, self.connection_class
-        interval, timeout = self.ping_interval, self.ping_timeout
         for conn in self.reactor.connections():
-            ws = conn.ctx
-            if type(ws) is not kind or ws._state is not OPEN:
-                continue
-            pinged = ws._pinged_at
-            if pinged is None:
-                if tick - conn.last_active >= interval:
-                    ws._pinged_at = tick
-                    conn.write(_PING)
-            elif conn.last_active >= pinged:  # input since the ping: alive
-                ws._pinged_at = None
-            elif tick - pinged >= timeout:
-                ws._ping_timed_out()
+            if conn.handler is not self:
+                continue  # --proto auto: the HTTP handler's connections
+            ctx = conn.ctx
+            if type(ctx) is kind:
+                if ctx._state is OPEN and self.ping_interval > 0:
+                    self._keepalive(conn, ctx, tick)
+            elif ctx is not ANSWERED and self.header_timeout > 0:
+                self._check_head(conn, ctx, tick)
+
+    def _keepalive(self, conn: Connection, ws: WebSocketConnection, tick: int) -> None:
+        pinged = ws._pinged_at
+        if pinged is None:
+            if tick - conn.last_active >= self.ping_interval:
+                ws._pinged_at = tick
+                conn.write(_PING)
+        elif conn.last_active >= pinged:  # input since the ping: alive
+            ws._pinged_at = None
+        elif tick - pinged >= self.ping_timeout:
+            ws._ping_timed_out()
+
+    def _check_head(self, conn: Connection, state: Handshaking | None, tick: int) -> None:
+        if state is None:  # not a byte since the accept: nothing to answer
+            if tick - conn.last_active >= self.header_timeout:
+                conn.close()
+        elif self.reactor.now - state.since >= self.header_timeout:
+            self._refuse_http(conn, HttpError(408, "request head not received in time"))
 
 
 # ---- composition ------------------------------------------------------------------------
