@@ -351,6 +351,184 @@ def bystanders(stack, site):
     crowd.close()
 
 
+# ---- hostile bytes over the wire: the fuzz oracles, end to end through the glue -------------
+
+FUZZ = REPO / "tests" / "fuzz"
+
+
+def fuzz_module(name: str):
+    """tests/fuzz/<name>.py (not a package), imported once."""
+    import importlib.util
+
+    if name in sys.modules:
+        return sys.modules[name]
+    if str(FUZZ) not in sys.path:
+        sys.path.insert(0, str(FUZZ))
+    spec = importlib.util.spec_from_file_location(name, FUZZ / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def hostile_inputs(target: str, count: int, seed: int) -> list[bytes]:
+    """The target's seeds and regressions, and ``count`` mutations of them."""
+    files = sorted((FUZZ / "corpus" / target).glob("*"))
+    files += sorted((FUZZ / "regressions" / target).glob("*"))
+    seeds = [f.read_bytes() for f in files]
+    rng = random.Random(seed)
+    out = list(seeds)
+    for _ in range(count):
+        data = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 6)):
+            op, at = rng.randrange(4), rng.randrange(len(data) + 1)
+            if op == 0 and at < len(data):
+                data[at] = rng.randrange(256)
+            elif op == 1:
+                data[at:at] = bytes([rng.randrange(256)]) * rng.randint(1, 3)
+            elif op == 2 and len(data) > 2:
+                del data[at : at + rng.randint(1, 4)]
+            else:
+                other = rng.choice(seeds)
+                start = rng.randrange(len(other))
+                data[at:at] = other[start : start + rng.randint(1, 64)]
+        out.append(bytes(data))
+    return out
+
+
+def send_all_read_all(socks_and_data: list, timeout: float = 20) -> list[bytes | None]:
+    """Send each payload, shut the write side, read every socket to EOF.
+    None for a connection the server reset."""
+    for sock, data in socks_and_data:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+    out = []
+    for sock, _ in socks_and_data:
+        try:
+            out.append(read_until_eof_strict(sock, timeout))
+        except ConnectionResetError:
+            out.append(None)
+        sock.close()
+    return out
+
+
+def read_until_eof_strict(sock: socket.socket, timeout: float) -> bytes:
+    sock.settimeout(timeout)  # a hang is a failure (TimeoutError), not an empty answer
+    chunks = []
+    while chunk := sock.recv(1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def server_frames(data: bytes) -> list[tuple]:
+    """Unmasked server frames as (opcode, payload); a close as (8, code or None)."""
+    frames, pos = [], 0
+    while pos < len(data):
+        b0, b1 = data[pos], data[pos + 1]
+        n, pos = b1 & 0x7F, pos + 2
+        if n >= 126:
+            size = 2 if n == 126 else 8
+            n, pos = int.from_bytes(data[pos : pos + size], "big"), pos + size
+        payload, pos = data[pos : pos + n], pos + n
+        assert len(payload) == n, "a truncated server frame"
+        if b0 & 0x0F == 0x8:
+            payload = int.from_bytes(payload[:2], "big") if payload else None
+        frames.append((b0 & 0x0F, payload))
+    return frames
+
+
+def expected_frames(events: list[tuple]) -> list[tuple]:
+    """What the echo application answers to the model's events."""
+    out = []
+    for event in events:
+        if event[0] == "text":
+            out.append((0x1, event[1].encode()))
+        elif event[0] == "binary":
+            out.append((0x2, event[1]))
+        elif event[0] == "out":
+            out.append((event[1], event[3]))
+    return out
+
+
+@needs_ws
+def test_hostile_frames_over_the_wire_match_the_rfc_model(server_factory, site):
+    """The ws_frames fuzz model, end to end: every seed, regression and 300
+    mutations sent after a real handshake. The server's frames must be exactly
+    the echoes, pongs and close the model predicts, then TCP closes."""
+    target = fuzz_module("fuzz_ws_frames")
+    stack = Stack(server_factory, site)
+    baseline = stack.fds()
+    inputs = hostile_inputs("ws_frames", 300, seed=11)
+    resets = 0
+    for batch in range(0, len(inputs), 100):
+        chunk = inputs[batch : batch + 100]
+        pairs = [(ws_open(stack.ws.port), data[1:]) for data in chunk]  # config: defaults
+        for data, answer in zip(chunk, send_all_read_all(pairs), strict=True):
+            model = target.Model(16 * MIB, closing=False).run(data[1:])
+            expected = expected_frames(model)
+            if answer is None:  # reset: only after our unread bytes hit a closed socket
+                resets += 1
+                continue
+            assert server_frames(answer) == expected, f"input {data!r}"
+            FAULTS["hostile bytes over the wire: ws frames after a handshake"] += 1
+            CHECKED["messages"] += len(expected)
+            CHECKED["bytes"] += len(answer)
+    assert resets <= len(inputs) // 20, f"{resets} resets"
+    stack.settle(baseline)
+    stack.alive()
+
+
+def test_hostile_requests_over_the_wire_match_the_parser_and_resolver(server_factory):
+    """The http fuzz oracles, end to end: seeds, regressions and 300 mutations
+    sent to a server whose root is the fuzz target's trap tree. The first
+    answer's status is what the parser and resolver decide; no response ever
+    carries the secrets placed beside the root."""
+    target = fuzz_module("fuzz_http")
+    from reactor.http import static
+    from reactor.http.request import HttpError, RequestParser
+
+    server = server_factory("--proto", "http", "--quiet", "--root", target.ROOT)
+    baseline = fd_count(server.pid)
+    inputs = hostile_inputs("http", 300, seed=12)
+    for batch in range(0, len(inputs), 100):
+        chunk = [_as_request(data) for data in inputs[batch : batch + 100]]
+        pairs = [(server.connect(), data) for data in chunk]
+        for data, answer in zip(chunk, send_all_read_all(pairs), strict=True):
+            assert answer is not None, f"reset: {data!r}"
+            assert target.SECRET not in answer, f"a secret was served for {data!r}"
+            expected = _expected_status(target, static, HttpError, RequestParser, data)
+            status = int(answer.split(b" ", 2)[1]) if answer else None
+            if expected in target.ERROR_STATUSES:
+                assert status in target.ERROR_STATUSES, (data, answer[:200])
+            else:
+                assert status == expected, (data, answer[:300])
+            FAULTS["hostile bytes over the wire: http requests"] += 1
+    assert wait_until(lambda: fd_count(server.pid) == baseline, 15)
+
+
+def _as_request(data: bytes) -> bytes:
+    """A fuzz input as the bytes a client sends (bare targets get a request line)."""
+    if data[:1] and data[0] & 1:
+        path = bytes(b for b in data[1:] if 0x21 <= b <= 0x7E) or b"/"
+        return b"GET " + path + b" HTTP/1.1\r\nHost: t\r\n\r\n"
+    return data[1:]
+
+
+def _expected_status(target, static, HttpError, RequestParser, data: bytes) -> int | None:
+    """The status of the first answer (None: closed without one)."""
+    try:
+        request, _ = RequestParser().parse(data)
+    except HttpError as exc:
+        return exc.status
+    if request is None:
+        return None  # an incomplete head and then FIN: nothing to answer
+    try:
+        path = static.resolve(target.ROOT, request.target)
+    except HttpError as exc:  # Redirect included (301)
+        return exc.status
+    return static.plan(request, path, os.stat(path), time.time()).status
+
+
 # ---- victims: clients that get SIGKILLed in the middle of something --------------------------
 
 
