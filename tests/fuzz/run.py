@@ -206,8 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="targets run at the same time")
     parser.add_argument(
         "--asan",
-        action="store_true",
-        help="replay ws_frames' corpus on the C scanner/unmask built with AddressSanitizer",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="replay ws_frames' corpus on the C scanner/unmask built with AddressSanitizer "
+        "(needs gcc; skipped without it)",
     )
     parser.add_argument(
         "--artifacts",
