@@ -699,3 +699,54 @@ def test_pipelined_echoes_leave_in_one_write(monkeypatch):
     finally:
         peer.close()
         reactor.dispose()
+
+
+def test_accept_upgrade_takes_over_from_the_http_handler(tmp_path):
+    """What --proto auto does: the static handler parses the head and hands the
+    connection, with the bytes that followed it, to accept_upgrade."""
+    import reactor.handlers.ws as ws_handler
+    from reactor.handlers.static import HttpHandler
+    from reactor.loop import Reactor
+
+    (tmp_path / "index.html").write_text("home\n")
+    reactor = Reactor()
+    handler = ws_handler.WebSocketHandler(reactor, ping_interval=0)
+    statuses: list[int] = []
+
+    def upgrade(conn, request, buf, pos):
+        statuses.append(handler.accept_upgrade(conn, request, buf, pos))
+        return statuses[-1]
+
+    http = HttpHandler(reactor, tmp_path, access_log_enabled=False, upgrade=upgrade)
+    peers = []
+    try:
+        for version, after in ((b"13", frame(0x1, b"in the same read")), (b"8", b"")):
+            ours, peer = socket.socketpair()
+            ours.setblocking(False)
+            reactor.add_connection(ours.detach(), http)
+            peers.append(peer)
+            raw = Raw.__new__(Raw)
+            raw.sock, raw.buf, raw.key = peer, b"", base64.b64encode(os.urandom(16))
+            peer.settimeout(0.01)
+            peer.sendall(raw.request(version=version) + after)
+            deadline = time.monotonic() + 10
+            while b"\r\n\r\n" not in raw.buf and time.monotonic() < deadline:
+                reactor.run_once(0.01)
+                with contextlib.suppress(TimeoutError):
+                    raw.buf += peer.recv(65536)
+            status, _ = raw.head()
+            if version == b"13":
+                assert status == 101
+                while len(raw.buf) < 2 + 16 and time.monotonic() < deadline:
+                    reactor.run_once(0.01)
+                    with contextlib.suppress(TimeoutError):
+                        raw.buf += peer.recv(65536)
+                assert raw.recv_frame() == (True, 0x1, b"in the same read")
+            else:
+                assert status == 426
+        assert statuses == [101, 426]
+        assert len(handler.server.connections) == 1
+    finally:
+        for peer in peers:
+            peer.close()
+        reactor.dispose()
