@@ -40,9 +40,11 @@ EXIT_GRACE = 60  # seconds past the deadline before a target process is killed
 
 
 def libfuzzer_flags(name: str, seconds: float, artifacts: Path, work: Path) -> list[str]:
+    regressions = HERE / "regressions" / name
     return [
         str(work / "corpus"),  # first: where libFuzzer writes new inputs
         str(HERE / "corpus" / name),  # read-only seeds
+        *([str(regressions)] if regressions.is_dir() else []),  # past findings, read-only
         f"-max_len={MAX_LEN[name]}",
         f"-timeout={INPUT_TIMEOUT}",
         f"-rss_limit_mb={RSS_LIMIT_MB}",
@@ -56,11 +58,14 @@ def build_asan(scratch: Path) -> dict[str, str]:
     """Compile ws/csrc with AddressSanitizer into ``scratch``; the environment
     that makes the ws_frames target use it (the C code is the only native code
     the targets reach). Empty when gcc or its libasan is missing."""
+    if shutil.which("gcc") is None:
+        print("--asan: gcc not found; no ASan replay")
+        return {}
     libasan = subprocess.run(
         ["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True
     ).stdout.strip()
     if not libasan or not os.path.isabs(libasan):
-        print("--asan: gcc's libasan not found; fuzzing the normal build")
+        print("--asan: gcc's libasan not found; no ASan replay")
         return {}
     build = scratch / "asan"
     shutil.copytree(REPO / "ws" / "csrc", build / "ws" / "csrc")  # relative paths, as setup.py
