@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -407,3 +408,15 @@ def test_raw_frames_reach_the_app_in_the_handshake_read(server):
     fin, opcode, payload = conn.recv_frame()
     assert payload.startswith(b"/raw 127.0.0.1 ")
     conn.close()
+
+
+def test_peer_vanishing_without_a_close_frame_reports_1006(server):
+    conn = Raw(server.port)
+    conn.sock.sendall(conn.request(path=b"/vanish") + frame(0x1, b"last words"))
+    assert conn.head()[0] == 101
+    assert conn.recv_frame() == (True, 0x1, b"last words")
+    conn.sock.shutdown(socket.SHUT_WR)  # FIN instead of a close frame
+    conn.expect_eof()
+    conn.close()
+    server.wait_for_log("event close /vanish")
+    assert events(server, "/vanish")[-1] == "close 1006 connection lost"
