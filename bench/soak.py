@@ -434,7 +434,8 @@ def report(fuzz_path: Path, faults_path: Path, soak_path: Path) -> str:
             for kind, m in faults["faults"].items()
             if kind.split(":")[0] == group and ": " in kind
         )
-        rows.append(f"| faults injected: {group} | {n:,} | {detail} |")
+        label = "bad inputs" if group.startswith("hostile bytes") else "faults injected"
+        rows.append(f"| {label}: {group} | {n:,} | {detail} |")
     c = Counter(soak["counts"])
     ws_conns, http_conns = c["ws connections"], c["http connections"]
     rows.append(
