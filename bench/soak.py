@@ -423,7 +423,7 @@ def report(fuzz_path: Path, faults_path: Path, soak_path: Path) -> str:
     for target in fuzz["targets"]:
         kinds = ", ".join(f"{kind}: {n:,}" for kind, n in target["kinds"].items())
         name = f"bad inputs: fuzz target `{target['target']}`"
-        if "asan_replayed" in target:
+        if target.get("asan_replayed") is not None:
             kinds += f"; {target['asan_replayed']:,} replayed on the C built with ASan"
         rows.append(f"| {name} | {target['inputs']:,} | {kinds} |")
     groups: Counter[str] = Counter()

@@ -108,29 +108,52 @@ def start(name: str, seconds: float, artifacts: Path, scratch: Path) -> tuple:
 
 
 REPLAY = """
-import sys
+import random, sys
 sys.path.insert(0, sys.argv[1])
 import fuzz_ws_frames as target
-assert target.use_speedups_override.__module__ == "_harness"
+current, mutations = sys.argv[2], int(sys.argv[3])
+rng = random.Random(0)
 count = 0
-for path in sys.stdin.read().splitlines():
-    print(path, flush=True)  # the last path printed is the culprit of a crash
-    target.check(open(path, "rb").read())
+
+def run(data):
+    global count
+    with open(current, "wb") as f:  # the culprit, should the next line crash
+        f.write(data)
+    target.check(data)
     count += 1
+
+def mutate(data):
+    data = bytearray(data)
+    for _ in range(rng.randint(1, 4)):
+        at = rng.randrange(len(data) + 1)
+        if rng.random() < 0.5 and at < len(data):
+            data[at] = rng.randrange(256)
+        else:
+            data[at:at] = bytes([rng.randrange(256)])
+    return bytes(data)
+
+for path in sys.stdin.read().splitlines():
+    seed = open(path, "rb").read()
+    run(seed)
+    for _ in range(mutations):
+        run(mutate(seed))
 print("replayed", count, flush=True)
 """
+ASAN_MUTATIONS = 20  # mutants replayed per corpus input: the corpus is coverage-minimal
+#                      for the Python code, the C code's edge cases need more inputs
 
 
 def asan_replay(work: Path, asan_env: dict, artifacts: Path) -> dict:
     """Run every input of the fuzzed corpus, the seeds and the regressions of
-    ws_frames once more on the ASan build. Coverage guidance does not survive
-    gcc's ASan runtime (it takes over libFuzzer's coverage hooks), so the C
-    code is fuzzed with coverage on the normal build and replayed here."""
+    ws_frames, and ASAN_MUTATIONS mutants of each, on the ASan build. Coverage
+    guidance does not survive gcc's ASan runtime (it takes over libFuzzer's
+    coverage hooks), so the C code is fuzzed on the normal build and replayed here."""
     folders = (work / "corpus", HERE / "corpus" / "ws_frames", HERE / "regressions" / "ws_frames")
     paths = sorted(str(p) for folder in folders if folder.is_dir() for p in folder.iterdir())
+    current = work / "asan-current.bin"
     env = {**os.environ, **asan_env, "TMPDIR": str(work)}
     run = subprocess.run(
-        [sys.executable, "-c", REPLAY, str(HERE)],
+        [sys.executable, "-c", REPLAY, str(HERE), str(current), str(ASAN_MUTATIONS)],
         input="\n".join(paths),
         capture_output=True,
         text=True,
@@ -141,13 +164,12 @@ def asan_replay(work: Path, asan_env: dict, artifacts: Path) -> dict:
     lines = run.stdout.splitlines()
     if run.returncode == 0 and lines and lines[-1].startswith("replayed"):
         return {"asan_replayed": int(lines[-1].split()[1]), "asan_findings": []}
-    culprit = Path(lines[-1]) if lines else None
-    saved = []
-    if culprit is not None and culprit.exists():
-        saved.append(str(artifacts / f"ws_frames-asan-{culprit.name}"))
-        shutil.copyfile(culprit, saved[0])
-    return {"asan_replayed": max(0, len(lines) - 1), "asan_findings": saved or ["(unknown input)"],
-            "asan_log_tail": run.stderr[-4000:]}  # fmt: skip
+    saved = str(artifacts / f"ws_frames-asan-{int(time.time())}.bin")
+    if current.exists():
+        shutil.copyfile(current, saved)
+    else:
+        saved = "(the replay failed before its first input: see asan_log_tail)"
+    return {"asan_replayed": None, "asan_findings": [saved], "asan_log_tail": run.stderr[-4000:]}
 
 
 def finish(job: tuple, seconds: float, artifacts: Path, asan_env: dict) -> dict:
@@ -195,13 +217,14 @@ def report(results: list[dict]) -> None:
         )
         for kind, count in stats.get("kinds", {}).items():
             print(f"{'':>15}{count:>10,}  {kind}")
-        if "asan_replayed" in stats:
+        if stats.get("asan_replayed") is not None:
             print(f"{'':>15}{stats['asan_replayed']:>10,}  replayed on the C built with ASan")
         for finding in stats["findings"]:
             replay = f"{sys.executable} tests/fuzz/{TARGETS[stats['target']]} {finding}"
             print(f"{'':>15}finding: {finding}\n{'':>15}replay:  {replay}")
-        if "log_tail" in stats:
-            print(stats["log_tail"])
+        for tail in ("log_tail", "asan_log_tail"):
+            if tail in stats:
+                print(stats[tail])
 
 
 def main(argv: list[str] | None = None) -> int:
