@@ -106,6 +106,31 @@ def process_uss(pid: int) -> int:
     return total
 
 
+CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+def machine_ticks() -> dict[str, int]:
+    """Clock ticks of all CPUs by kind, from the first line of /proc/stat."""
+    fields = (read_text("/proc/stat") or "cpu").splitlines()[0].split()[1:]
+    values = [int(v) for v in fields[: len(CPU_FIELDS)]]
+    return dict(zip(CPU_FIELDS, values + [0] * (len(CPU_FIELDS) - len(values)), strict=True))
+
+
+def process_ticks(pids: list[int]) -> int:
+    """User + system clock ticks used by `pids` (also of their reaped children)."""
+    total = 0
+    for pid in pids:
+        stat = read_text(f"/proc/{pid}/stat")
+        if stat:
+            fields = stat.rpartition(")")[2].split()
+            total += sum(int(v) for v in fields[11:15])  # utime stime cutime cstime
+    return total
+
+
+def softirq_threads() -> list[int]:
+    return [p for p in all_pids() if (read_text(f"/proc/{p}/comm") or "").startswith("ksoftirqd/")]
+
+
 def child_pids(pid: int) -> list[int]:
     text = read_text(f"/proc/{pid}/task/{pid}/children")
     if text is not None:
@@ -616,6 +641,7 @@ class Run:
         self.t0 = time.monotonic()
         self.samples: list[dict[str, Any]] = []
         self.marks: dict[str, float] = {}
+        self.cpu_marks: dict[str, tuple] = {}  # name -> (time, machine ticks, ours...)
         self.snapshots: dict[str, dict[str, Any]] = {}
         self.min_available = meminfo().get("MemAvailable", 0)
         self.aborted: str | None = None
@@ -749,6 +775,39 @@ class Run:
 
     def mark(self, name: str) -> None:
         self.marks[name] = round(time.monotonic() - self.t0, 3)
+        server = self.server_pids() + ([self.server.pid] if self.server else [])
+        clients = [c.proc.pid for c in self.clients]
+        self.cpu_marks[name] = (
+            time.monotonic(),
+            machine_ticks(),
+            process_ticks(server),
+            process_ticks(clients),
+            process_ticks(softirq_threads()),
+        )
+
+    def cpu_between(self, start: str, end: str) -> dict[str, float] | None:
+        """Where the CPUs went between two marks, in CPU-seconds: our server, our clients, the
+        kernel's ksoftirqd threads (loopback TCP work deferred from either side), other
+        processes (this machine is shared: a busy neighbour slows the ramp), idle. Softirq
+        work run inline is charged to the task it interrupted (tick-based accounting), so it
+        is inside server_s and clients_s; softirq_s shows the machine's total of it."""
+        if start not in self.cpu_marks or end not in self.cpu_marks:
+            return None
+        (t0, m0, *ours0), (t1, m1, *ours1) = self.cpu_marks[start], self.cpu_marks[end]
+        tick = os.sysconf("SC_CLK_TCK")
+        spent = {k: (m1[k] - m0[k]) / tick for k in CPU_FIELDS}
+        server, clients, ksoftirqd = ((b - a) / tick for a, b in zip(ours0, ours1, strict=True))
+        idle = spent["idle"] + spent["iowait"]
+        busy = sum(spent.values()) - idle
+        return {
+            "seconds": round(t1 - t0, 3),
+            "server_s": round(server, 2),
+            "clients_s": round(clients, 2),
+            "ksoftirqd_s": round(ksoftirqd, 2),
+            "others_s": round(max(0.0, busy - server - clients - ksoftirqd), 2),
+            "idle_s": round(idle, 2),
+            "softirq_s": round(spent["softirq"] + spent["irq"], 2),
+        }
 
     # -- teardown
 
@@ -967,6 +1026,8 @@ def summarize(run: Run) -> dict[str, Any]:
         "server_rss_baseline_b": base.get("server_rss"),
         "server_rss_held_b": held.get("server_rss"),
         "min_mem_available_b": run.min_available,
+        "cpu_in_ramp": run.cpu_between("clients_started", "ramp_done"),
+        "cpu_in_echo": run.cpu_between("echo_started", "echo_done"),
     }
 
 
@@ -1003,9 +1064,21 @@ def format_result(r: dict[str, Any]) -> str:
         ("kernel slab / conn pair", num(r["kernel_slab_per_conn_b"], " B")),
         ("client RSS / conn", num(r["client_rss_per_conn_b"], " B")),
         ("min MemAvailable", gib(r["min_mem_available_b"])),
+        ("CPU-seconds in ramp", cpu_text(r["cpu_in_ramp"])),
+        ("CPU-seconds in echo round", cpu_text(r["cpu_in_echo"])),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"| {k.ljust(width)} | {v} |" for k, v in rows)
+
+
+def cpu_text(cpu: dict[str, float] | None) -> str:
+    if not cpu:
+        return "-"
+    parts = ("server", "clients", "ksoftirqd", "others", "idle")
+    return (
+        ", ".join(f"{name} {cpu[name + '_s']:.1f}" for name in parts)
+        + f" (in {cpu['seconds']:.1f} s)"
+    )
 
 
 def _ms(us: float | None) -> float | None:
@@ -1013,7 +1086,7 @@ def _ms(us: float | None) -> float | None:
 
 
 def plot(record: dict[str, Any], path: Path) -> bool:
-    """Connections and memory over time; False when matplotlib is missing."""
+    """Connections, kernel memory and process memory over time; False without matplotlib."""
     try:
         import matplotlib
 
@@ -1021,36 +1094,42 @@ def plot(record: dict[str, Any], path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    samples, marks = record["timeline"], record["marks"]
+    samples = record["timeline"]
     t = [s["t"] for s in samples]
-    fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(9, 6), constrained_layout=True)
-    top.plot(t, [s["open"] for s in samples], label="open connections")
-    top.plot(t, [s["failures_total"] for s in samples], label="failures", color="red")
-    top.set_ylabel("connections")
-    top.set_title(
-        f"C1000K: {record['settings']['connections']:,} WebSocket connections, "
-        f"{record['settings']['workers']} workers"
-    )
     base = samples[0] if samples else {}
-    for key, label in (
-        ("server_rss", "server RSS"),
-        ("slab", "kernel slab"),
-        ("client_rss", "clients RSS"),
-    ):
-        bottom.plot(
-            t, [(s[key] - base.get(key, 0)) / 2**30 for s in samples], label=f"{label} (delta)"
-        )
-    bottom.plot(
-        t, [s["mem_available"] / 2**30 for s in samples], label="MemAvailable", color="gray"
+
+    def delta(key: str, unit: int) -> list[float]:
+        return [(s[key] - base.get(key, 0)) / unit for s in samples]
+
+    fig, axes = plt.subplots(3, 1, sharex=True, figsize=(9, 8), constrained_layout=True)
+    conns, kernel, procs = axes
+    settings = record["settings"]
+    conns.set_title(f"C1000K: {settings['connections']:,} WebSocket connections, "
+                    f"{settings['workers']} workers")  # fmt: skip
+    conns.plot(t, [s["open"] for s in samples], label="open connections")
+    conns.plot(t, [s["echo_ok"] for s in samples], label="echoed byte-exact", linestyle="--")
+    conns.plot(t, [s["failures_total"] for s in samples], label="failures", color="red")
+    kernel.plot(t, delta("slab", 2**30), label="kernel slab (growth)", color="tab:orange")
+    kernel.plot(t, [s["mem_available"] / 2**30 for s in samples], label="MemAvailable",
+                color="gray")  # fmt: skip
+    procs.plot(t, delta("server_rss", 2**20), label="server RSS, all workers (growth)")
+    procs.plot(
+        t, [s["client_rss"] / 2**20 for s in samples], label="clients RSS", color="tab:green"
     )
-    bottom.set_ylabel("GiB")
-    bottom.set_xlabel("seconds")
-    for axis in (top, bottom):
-        for when in marks.values():
-            axis.axvline(when, color="black", alpha=0.15)
+    marks = record["marks"]
+    spans = [("ramp", "clients_started", "ramp_done", "tab:blue"),
+             ("echo", "echo_started", "echo_done", "tab:orange"),
+             ("close", "close_started", "closed", "tab:green")]  # fmt: skip
+    for axis, unit in ((conns, "connections"), (kernel, "GiB"), (procs, "MiB")):
+        axis.set_ylabel(unit)
+        for name, start, end, color in spans:
+            if start in marks and end in marks:
+                label = f"{name} stage" if axis is conns else None
+                axis.axvspan(marks[start], marks[end], color=color, alpha=0.07, label=label)
         axis.legend(loc="upper left", fontsize=8)
         axis.grid(alpha=0.3)
-    fig.savefig(path, dpi=80)
+    procs.set_xlabel("seconds")
+    fig.savefig(path, dpi=72)
     plt.close(fig)
     return True
 
