@@ -1278,6 +1278,7 @@ def finish(run: Run, facts: Facts, checks: list[Check], stem: Path) -> int:
         "marks": run.marks,
         "timeline": run.samples,
         "clients": [_client_summary(c) for c in run.clients],
+        "server_exit_status": run.server.returncode if run.server else None,
         "pids": sorted(run.all_pids),
         "leftover_pids": leftovers,
         "aborted": run.aborted,

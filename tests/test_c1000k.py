@@ -139,10 +139,12 @@ def test_stage_10k_leaves_no_process(stage_10k: dict) -> None:
     assert len(pids) == 1 + 2 + 2  # supervisor, workers, clients
     assert stage_10k["leftover_pids"] == []
     assert pids_gone(pids)
+    assert stage_10k["server_exit_status"] == 0  # stopped gracefully by SIGTERM
 
 
 def test_interrupted_run_tears_down(client_built: None, tmp_path: Path) -> None:
-    argv = driver(tmp_path, "--connections", "2000", "--workers", "1", "--settle", "60")
+    bounds = ["--ramp-timeout", "60", "--settle", "60"]
+    argv = driver(tmp_path, "--connections", "2000", "--workers", "1", *bounds)
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         for line in proc.stderr:  # not a terminal: one line per stage change
@@ -159,6 +161,33 @@ def test_interrupted_run_tears_down(client_built: None, tmp_path: Path) -> None:
     assert record["aborted"].startswith("KeyboardInterrupt") and record["ok"] is False
     assert record["leftover_pids"] == [] and pids_gone(record["pids"])
     assert record["result"]["established"] == 2000  # it was holding them when stopped
+
+
+def test_target_mode_loads_a_running_server_and_leaves_it_running(
+    client_built: None, tmp_path: Path
+) -> None:
+    base = c1000k.pick_base_port(2, "127.0.0.1")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "reactor", "--proto", "ws", "--host", "127.0.0.1",
+         "--port", str(base), "--workers", "2", "--port-per-worker", "--ping-interval", "0",
+         "--log-level", "warning"], cwd=REPO,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not {base, base + 1} <= c1000k.listening_ports() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        target = ["--target", f"127.0.0.1:{base}", "--workers", "2", "--connections", "3000"]
+        done = subprocess.run(driver(tmp_path, *target, "--settle", "0.5"), timeout=120)
+        assert server.poll() is None  # a server we did not start is not ours to stop
+    finally:
+        server.terminate()
+        server.wait(30)
+    (result_file,) = tmp_path.glob("c1000k-3000-*.json")
+    record = json.loads(result_file.read_text())
+    assert done.returncode == 0 and record["ok"] is True
+    assert record["result"]["echo_ok"] == 3000
+    assert record["snapshots"]["held"]["server_processes"] == 2  # found by its listening sockets
+    assert record["result"]["server_rss_per_conn_b"] is not None
 
 
 # ---- the client against other servers ------------------------------------------------------
