@@ -40,6 +40,7 @@ import socket
 import subprocess
 import sys
 import time
+import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -697,7 +698,7 @@ class Run:
         for key, _ in self.selector.select(timeout):
             client, stream = key.data
             try:
-                data = key.fileobj.read(1 << 16)
+                data = os.read(key.fd, 1 << 16)  # the raw fd: no buffering layer guessing EOF
             except BlockingIOError:
                 continue
             if not data:
@@ -812,19 +813,32 @@ class Run:
     # -- teardown
 
     def teardown(self) -> None:
-        """Clients first (they close their connections), then the server; by PID, bounded."""
+        """Clients first (they close their connections and print their last report), then
+        the server; by PID, every wait bounded. A second Ctrl-C cannot cut it short."""
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            self._stop_clients()
+            if self.server is not None:
+                workers = self.server_pids()
+                stop_process(self.server, grace=STOP_GRACE)
+                for pid in workers:  # the supervisor stops its workers; make sure of it
+                    kill_if_alive(pid)
+            if self.server_log:
+                self.server_log.close()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            self.progress.finish()
+
+    def _stop_clients(self) -> None:
         for client in self.clients:
-            stop_process(client.proc)
-            self.pump(0)
+            if client.proc.poll() is None:
+                client.proc.send_signal(signal.SIGTERM)  # they abort: close all, report
+        deadline = time.monotonic() + 5.0
+        while self.selector.get_map() and time.monotonic() < deadline:
+            self.pump(0.1)  # their final reports, until every pipe is at EOF
+        for client in self.clients:
+            stop_process(client.proc)  # SIGKILL if one is still there
         self.selector.close()
-        if self.server is not None:
-            workers = self.server_pids()
-            stop_process(self.server, grace=STOP_GRACE)
-            for pid in workers:  # the supervisor kills its workers; make sure of it
-                kill_if_alive(pid)
-        if self.server_log:
-            self.server_log.close()
-        self.progress.finish()
 
     def leftovers(self) -> list[int]:
         return sorted(pid for pid in self.all_pids if alive(pid))
@@ -1253,7 +1267,9 @@ def run_stage(
     signal.signal(signal.SIGTERM, on_terminate)
     try:
         execute(run, stem.with_suffix(".server.log"))
-    except (KeyboardInterrupt, RuntimeError, MemoryError, OSError) as exc:
+    except (KeyboardInterrupt, Exception) as exc:  # whatever happens: teardown, then report
+        if not isinstance(exc, (KeyboardInterrupt, RuntimeError, MemoryError, OSError)):
+            traceback.print_exc()  # a bug of ours: show where
         run.aborted = f"{type(exc).__name__}: {exc}"
     finally:
         run.teardown()

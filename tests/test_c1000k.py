@@ -161,6 +161,9 @@ def test_interrupted_run_tears_down(client_built: None, tmp_path: Path) -> None:
     assert record["aborted"].startswith("KeyboardInterrupt") and record["ok"] is False
     assert record["leftover_pids"] == [] and pids_gone(record["pids"])
     assert record["result"]["established"] == 2000  # it was holding them when stopped
+    (client,) = record["clients"]
+    assert client["event"] == "report" and client["aborted"] == "signal"  # its last word
+    assert client["failures"]["hold"] == {"aborted": 2000} and client["exit_status"] == 3
 
 
 def test_target_mode_loads_a_running_server_and_leaves_it_running(
