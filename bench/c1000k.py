@@ -60,7 +60,6 @@ CLIENT_BYTES_PER_CONN = 64  # struct conn (32 B) in a table sized by the fd limi
 WORKER_BASELINE_BYTES = 24 << 20  # one idle reactor worker (Python, cffi module, 256 KiB buffer)
 CLIENT_BASELINE_BYTES = 2 << 20  # one client: connection table, handshake pool, histograms
 SKB_PAGE = 4096  # tcp_mem counts pages; a socket holding any data is charged at least one
-NS = 1e9
 
 SAMPLE_INTERVAL = 0.5  # seconds between memory/progress samples
 STARTUP_TIMEOUT = 30.0  # seconds for every worker to listen
@@ -992,56 +991,65 @@ def ramp_slope(samples: list[dict[str, Any]], key: str) -> float | None:
 
 
 def summarize(run: Run) -> dict[str, Any]:
+    """The report: counts and times from the clients, memory from the snapshots."""
+    return {**connection_figures(run), **memory_figures(run)}
+
+
+def span(run: Run, start: str, end: str) -> float | None:
+    if start not in run.marks or end not in run.marks:
+        return None
+    return round(run.marks[end] - run.marks[start], 3)
+
+
+def connection_figures(run: Run) -> dict[str, Any]:
     reports = [c.events.get("report", c.last) for c in run.clients]
-    base, held = run.snapshots.get("baseline", {}), run.snapshots.get("held", {})
-    echoed = run.snapshots.get("after_echo", {})
     established = sum(r.get("established", 0) for r in reports)
-    held_open = held.get("open", 0)
-    ramp_s = run.marks.get("ramp_done", 0) - run.marks.get("clients_started", 0)
-    last_established = max((r.get("ramp_s", 0) for r in reports), default=0)
+    # Time to full: from a client's start to its last handshake, the slowest client's.
+    to_full = max((r.get("ramp_s", 0) for r in reports), default=0)
     failures = failures_by_cause(reports)
-    echo_ok = sum(r.get("echo_ok", 0) for r in reports)
     return {
         "target": run.plan.connections,
         "established": established,
-        "held_at_echo": held_open,
+        "held_at_echo": run.snapshots.get("held", {}).get("open", 0),
         "failures": failures,
         "failures_total": sum(failures.values()),
-        "time_to_full_s": round(last_established, 3),
-        "ramp_stage_s": round(ramp_s, 3),
-        "connections_per_s": round(established / last_established, 1) if last_established else None,
+        "time_to_full_s": round(to_full, 3),
+        "ramp_stage_s": span(run, "clients_started", "ramp_done"),
+        "connections_per_s": round(established / to_full, 1) if to_full else None,
         "handshake_us": latency_us(merge_hist(reports, "handshake_hist")),
         "echo_sent": sum(r.get("echo_sent", 0) for r in reports),
-        "echo_ok": echo_ok,
-        "echo_round_s": round(run.marks.get("echo_done", 0) - run.marks.get("echo_started", 0), 3)
-        if "echo_done" in run.marks
-        else None,
+        "echo_ok": sum(r.get("echo_ok", 0) for r in reports),
+        "echo_round_s": span(run, "echo_started", "echo_done"),
         "echo_us": latency_us(merge_hist(reports, "echo_hist")),
         "closed_clean": sum(r.get("closed", 0) for r in reports),
-        "close_round_s": round(run.marks.get("closed", 0) - run.marks.get("close_started", 0), 3)
-        if "closed" in run.marks
-        else None,
-        "server_rss_per_conn_b": per_conn(
-            held.get("server_rss", 0) - base.get("server_rss", 0), held_open
-        ),
-        "server_uss_per_conn_b": per_conn(
-            held.get("server_uss", 0) - base.get("server_uss", 0), held_open
-        ),
-        "server_rss_per_conn_after_echo_b": per_conn(
-            echoed.get("server_rss", 0) - base.get("server_rss", 0), echoed.get("open", 0)
-        ),
+        "close_round_s": span(run, "close_started", "closed"),
+        "cpu_in_ramp": run.cpu_between("clients_started", "ramp_done"),
+        "cpu_in_echo": run.cpu_between("echo_started", "echo_done"),
+    }
+
+
+def memory_figures(run: Run) -> dict[str, Any]:
+    """Per connection: growth from the baseline (no connection) to a snapshot, divided by the
+    connections open at that snapshot."""
+    base = run.snapshots.get("baseline", {})
+
+    def growth(snapshot: str, key: str, sign: int = 1) -> float | None:
+        snap = run.snapshots.get(snapshot, {})
+        return per_conn(sign * (snap.get(key, 0) - base.get(key, 0)), snap.get("open", 0))
+
+    held = run.snapshots.get("held", {})
+    return {
+        "server_rss_per_conn_b": growth("held", "server_rss"),
+        "server_uss_per_conn_b": growth("held", "server_uss"),
+        "server_rss_per_conn_after_echo_b": growth("after_echo", "server_rss"),
         "server_rss_slope_per_conn_b": ramp_slope(run.samples, "server_rss"),
-        "kernel_slab_per_conn_b": per_conn(held.get("slab", 0) - base.get("slab", 0), held_open),
+        "kernel_slab_per_conn_b": growth("held", "slab"),
         "kernel_slab_slope_per_conn_b": ramp_slope(run.samples, "slab"),
-        "mem_available_drop_per_conn_b": per_conn(
-            base.get("mem_available", 0) - held.get("mem_available", 0), held_open
-        ),
-        "client_rss_per_conn_b": per_conn(held.get("client_rss", 0), held_open),
+        "mem_available_drop_per_conn_b": growth("held", "mem_available", -1),
+        "client_rss_per_conn_b": per_conn(held.get("client_rss", 0), held.get("open", 0)),
         "server_rss_baseline_b": base.get("server_rss"),
         "server_rss_held_b": held.get("server_rss"),
         "min_mem_available_b": run.min_available,
-        "cpu_in_ramp": run.cpu_between("clients_started", "ramp_done"),
-        "cpu_in_echo": run.cpu_between("echo_started", "echo_done"),
     }
 
 
