@@ -54,7 +54,10 @@ RESULTS_DIR = REPO / "bench" / "results"
 FD_RESERVE = 400
 SOURCES_PER_CLIENT = 4  # 4 x ~28k ephemeral ports per destination: ample for 19.6k
 # Projection constants, measured on this machine (issue 5 and bench/RESULTS.md "C1000K").
-KERNEL_BYTES_PER_PAIR = 8600  # slab per client+server socket pair: ~8.4 KB, rounded up
+# Slab per client+server socket pair, measured here: TCP 5.0 KB, sock_inode 1.7 KB, dentry,
+# filp, epoll item; plus 1.4 KB of proc inodes because a monitor on this machine walks
+# /proc/<pid>/fd (issue 5 saw 8.4 KB without it). Rounded up.
+KERNEL_BYTES_PER_PAIR = 10_500
 DEFAULT_SERVER_BYTES_PER_CONN = 1024  # until a run here measured it: twice the goal, cautious
 CLIENT_BYTES_PER_CONN = 64  # struct conn (32 B) in a table sized by the fd limit
 WORKER_BASELINE_BYTES = 24 << 20  # one idle reactor worker (Python, cffi module, 256 KiB buffer)
@@ -125,6 +128,25 @@ def process_ticks(pids: list[int]) -> int:
             fields = stat.rpartition(")")[2].split()
             total += sum(int(v) for v in fields[11:15])  # utime stime cutime cstime
     return total
+
+
+def slab_caches() -> dict[str, int]:
+    """Bytes held by each kernel slab cache (/proc/slabinfo, root only; empty otherwise)."""
+    caches = {}
+    for line in (read_text("/proc/slabinfo") or "").splitlines()[2:]:
+        f = line.split()
+        if len(f) > 14:  # name active num objsize perslab pages : tunables ... : slabdata a n s
+            caches[f[0]] = int(f[14]) * int(f[5]) * os.sysconf("SC_PAGE_SIZE")
+    return caches
+
+
+def slab_growth(base: dict[str, int], held: dict[str, int], count: int, top: int = 8):
+    """The caches that grew most, in bytes per connection, largest first."""
+    if not count:
+        return {}
+    growth = {name: (held[name] - base.get(name, 0)) / count for name in held}
+    largest = sorted(growth.items(), key=lambda item: -item[1])[:top]
+    return {name: round(value, 1) for name, value in largest if value > 0}
 
 
 def softirq_threads() -> list[int]:
@@ -342,19 +364,21 @@ def conntrack_sees_loopback(probes: int = 64) -> bool:
 
 
 def measured_server_bytes(results: Path) -> tuple[int, str]:
-    """The largest server memory per connection measured by earlier runs here, for the
-    projection; the cautious default when there is none."""
-    best = 0
-    for path in sorted(results.glob("c1000k-*.json"))[-20:]:
+    """Server memory per connection from the largest earlier run here, for the projection
+    (small runs overstate it: fixed start-up costs are spread over few connections); the
+    cautious default when there is none."""
+    best: tuple[int, int] | None = None  # (connections held, bytes per connection)
+    for path in results.glob("c1000k-*.json"):
         try:
-            value = json.loads(path.read_text())["result"]["server_rss_per_conn_b"]
+            result = json.loads(path.read_text())["result"]
+            measured = (int(result["held_at_echo"]), int(result["server_rss_per_conn_b"]))
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if value and value > best:
-            best = int(value)
-    if best:
-        return best, "largest measured by earlier runs (bench/results)"
-    return DEFAULT_SERVER_BYTES_PER_CONN, "default until a run measures it"
+        if measured[0] > 0 and (best is None or measured > best):
+            best = measured
+    if best is None:
+        return DEFAULT_SERVER_BYTES_PER_CONN, "default until a run measures it"
+    return best[1], f"measured with {best[0]:,} connections (bench/results)"
 
 
 def min_free_bytes(facts: Facts, min_free_gib: float | None) -> int:
@@ -501,7 +525,9 @@ def check_memory(plan: Plan, facts: Facts, min_free: int) -> Check:
     projected = projected_bytes(plan, facts)
     left = facts.mem_available - projected
     ok = left >= min_free
-    fitting = max(0, plan.connections * (facts.mem_available - min_free) // max(projected, 1))
+    # Costs grow about linearly with connections (workers too); 5% off for the rounding.
+    room = max(0, facts.mem_available - min_free)
+    fitting = int(plan.connections * room / max(projected, 1) * 0.95) // 1000 * 1000
     fix = f"a smaller stage: --connections {fitting}"
     note = (
         f"projected {gib(projected)}: kernel {KERNEL_BYTES_PER_PAIR} B per socket pair + server "
@@ -769,6 +795,7 @@ class Run:
             "slab": mem.get("Slab", 0),
             "mem_available": mem.get("MemAvailable", 0),
             "client_rss": sum(process_rss(c.proc.pid) for c in self.clients),
+            "slab_caches": slab_caches(),
         }
         self.snapshots[name] = snap
         return snap
@@ -1047,6 +1074,9 @@ def memory_figures(run: Run) -> dict[str, Any]:
         "kernel_slab_slope_per_conn_b": ramp_slope(run.samples, "slab"),
         "mem_available_drop_per_conn_b": growth("held", "mem_available", -1),
         "client_rss_per_conn_b": per_conn(held.get("client_rss", 0), held.get("open", 0)),
+        "kernel_slab_caches_per_conn_b": slab_growth(
+            base.get("slab_caches", {}), held.get("slab_caches", {}), held.get("open", 0)
+        ),
         "server_rss_baseline_b": base.get("server_rss"),
         "server_rss_held_b": held.get("server_rss"),
         "min_mem_available_b": run.min_available,
