@@ -417,7 +417,7 @@ def check_fd_limit(plan: Plan, facts: Facts) -> Check:
     ok = facts.fd_hard >= need
     workers = workers_needed(plan.connections, per_process_max(facts.fd_hard))
     fix = (
-        f"more processes: --workers {workers} (the hard limit is per process; raising it "
+        f"more processes: --workers {workers} or auto (the hard limit is per process; raising it "
         f"needs `ulimit -Hn {need}` as root)"
     )
     return Check(
@@ -1189,6 +1189,14 @@ def plot(record: dict[str, Any], path: Path) -> bool:
 # ---- command line --------------------------------------------------------------------------
 
 
+def workers_arg(value: str) -> str | int:
+    if value == "auto":
+        return value
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError("a positive number or 'auto'")
+    return int(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = p.add_argument
@@ -1199,7 +1207,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="stage: 10000, 100000, 250000, 500000, 1000000",
     )
     add(
-        "--workers", default="auto", help="server workers = client processes (auto: one per ~19.6k)"
+        "--workers",
+        type=workers_arg,
+        default="auto",
+        help="server workers = client processes (auto: one per ~19.6k)",
     )
     add(
         "--base-port",
@@ -1235,7 +1246,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def make_plan(args: argparse.Namespace, facts: Facts) -> Plan:
     cap = per_process_max(facts.fd_hard)
-    workers = workers_needed(args.connections, cap) if args.workers == "auto" else int(args.workers)
+    workers = workers_needed(args.connections, cap) if args.workers == "auto" else args.workers
     host, base = "127.0.0.1", args.base_port
     if args.target:
         host, _, port = args.target.rpartition(":")
