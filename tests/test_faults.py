@@ -953,6 +953,7 @@ def test_worker_killed_under_load_others_untouched(server_factory):
     FAULTS["worker SIGKILLed under load"] += 1
     time.sleep(1)
     load.stop()
+    assert not load.is_alive(), "the load thread is stuck on a socket"
     for sock in by_worker[survivor]:
         assert not load.failed.get(sock), load.failed.get(sock)
         assert load.rounds[sock] > 0
