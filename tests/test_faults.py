@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import resource
 import selectors
 import signal
@@ -37,6 +38,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from collections import Counter
 from pathlib import Path
 
@@ -505,6 +507,52 @@ def test_hostile_requests_over_the_wire_match_the_parser_and_resolver(server_fac
                 assert status == expected, (data, answer[:300])
             FAULTS["hostile bytes over the wire: http requests"] += 1
     assert wait_until(lambda: fd_count(server.pid) == baseline, 15)
+
+
+@needs_ws
+def test_hostile_handshakes_over_the_wire_match_the_rfc_oracle(server_factory):
+    """The ws_handshake fuzz oracle, end to end through `--proto ws`: seeds,
+    regressions and 300 mutations. The answer is the parser's error, 426 for a
+    plain request, or exactly what RFC 6455 §4.2.1 decides (101 with the right
+    accept key, 400, 426); an incomplete head then FIN gets no answer."""
+    target = fuzz_module("fuzz_ws_handshake")
+    from reactor.http.request import HttpError, RequestParser
+
+    server = server_factory("--proto", "ws")
+    baseline = fd_count(server.pid)
+    inputs = hostile_inputs("ws_handshake", 300, seed=13)
+    for batch in range(0, len(inputs), 100):
+        chunk = [data[1:] for data in inputs[batch : batch + 100]]
+        pairs = [(server.connect(), data) for data in chunk]
+        for data, answer in zip(chunk, send_all_read_all(pairs), strict=True):
+            assert answer is not None, f"reset: {data!r}"
+            try:
+                request, _ = RequestParser().parse(data)
+            except HttpError as exc:
+                expected = exc.status
+            else:
+                if request is None:
+                    expected = None
+                elif not request.wants_upgrade:
+                    expected = 426
+                else:
+                    fields = (request.method, request.http_version, request.headers)
+                    expected = target.oracle(*fields, origins_on=False)[0]
+            status = int(answer.split(b" ", 2)[1]) if answer else None
+            assert status == expected, (data, answer[:300])
+            if status == 101:
+                target.check_accept(_accept_of(answer), request.headers, ())
+            FAULTS["hostile bytes over the wire: ws handshakes"] += 1
+    assert wait_until(lambda: fd_count(server.pid) == baseline, 15)
+
+
+def _accept_of(answer: bytes):
+    """The 101 head of an answer, shaped like handshake.Accept for the oracle."""
+    head = answer[: answer.index(b"\r\n\r\n") + 4]
+    accept = re.search(rb"\r\nSec-WebSocket-Accept: (\S+)\r\n", head).group(1).decode()
+    subprotocol = re.search(rb"\r\nSec-WebSocket-Protocol: (\S+)\r\n", head)
+    chosen = subprotocol.group(1).decode() if subprotocol else None
+    return types.SimpleNamespace(accept=accept, subprotocol=chosen, response=head)
 
 
 def _as_request(data: bytes) -> bytes:
