@@ -983,22 +983,40 @@ def socket_owner(pids: list[int]) -> dict[int, int]:
     return owners
 
 
-def test_worker_killed_under_load_others_untouched(server_factory):
-    server = server_factory("--proto", "echo", "--workers", "2", workers=2)
+def echo_roundtrip(sock: socket.socket, payload: bytes) -> bool:
+    sock.sendall(payload)
+    return recv_exactly(sock, len(payload)) == payload
+
+
+def ws_roundtrip(sock: socket.socket, payload: bytes) -> bool:
+    sock.sendall(ws_frame(0x2, payload))
+    return ws_read_message(sock) == (0x2, payload)
+
+
+WORKER_PROTOCOLS = {
+    "echo": (lambda server: server.connect(), echo_roundtrip),
+    "ws": (lambda server: ws_open(server.port), ws_roundtrip),
+}
+
+
+@pytest.mark.parametrize("proto", ["echo", pytest.param("ws", marks=needs_ws)])
+def test_worker_killed_under_load_others_untouched(server_factory, proto):
+    server = server_factory("--proto", proto, "--workers", "2", workers=2)
+    connect, roundtrip = WORKER_PROTOCOLS[proto]
     workers = children(server.pid)
     assert len(workers) == 2
-    socks = [server.connect() for _ in range(120)]
+    socks = [connect(server) for _ in range(120)]
     owners = socket_owner(workers)
     by_worker = {
         pid: [s for s in socks if owners.get(s.getsockname()[1]) == pid] for pid in workers
     }
     assert all(by_worker.values()), "the kernel put every connection on one worker"
     victim, survivor = workers
-    load = EchoLoad(socks)
+    load = EchoLoad(socks, roundtrip)
     load.start()
     time.sleep(1)
     os.kill(victim, signal.SIGKILL)
-    FAULTS["worker SIGKILLed under load"] += 1
+    FAULTS[f"worker SIGKILLed under load: {proto}"] += 1
     time.sleep(1)
     load.stop()
     assert not load.is_alive(), "the load thread is stuck on a socket"
@@ -1011,12 +1029,10 @@ def test_worker_killed_under_load_others_untouched(server_factory):
     assert wait_until(lambda: len(children(server.pid)) == 2 and victim not in children(server.pid))
     server.wait_for_log(r"listening on", count=3)  # the replacement is accepting
     for sock in by_worker[survivor]:  # untouched: the same sockets still echo
-        sock.sendall(b"after")
-        assert recv_exactly(sock, 5) == b"after"
-    fresh = [server.connect() for _ in range(20)]
+        assert roundtrip(sock, b"after")
+    fresh = [connect(server) for _ in range(20)]
     for sock in fresh:
-        sock.sendall(b"fresh")
-        assert recv_exactly(sock, 5) == b"fresh"
+        assert roundtrip(sock, b"fresh")
     for sock in socks + fresh:
         sock.close()
 
@@ -1024,9 +1040,10 @@ def test_worker_killed_under_load_others_untouched(server_factory):
 class EchoLoad(threading.Thread):
     """Round trips on every connection until stopped; records failures."""
 
-    def __init__(self, socks: list[socket.socket]) -> None:
+    def __init__(self, socks: list[socket.socket], roundtrip) -> None:
         super().__init__(daemon=True)
         self.socks = socks
+        self.roundtrip = roundtrip
         self.rounds: Counter[socket.socket] = Counter()
         self.failed: dict[socket.socket, str] = {}
         self.running = True
@@ -1040,8 +1057,7 @@ class EchoLoad(threading.Thread):
                 payload = os.urandom(rng.choice((16, 4096)))
                 try:
                     sock.settimeout(5)
-                    sock.sendall(payload)
-                    if recv_exactly(sock, len(payload)) != payload:
+                    if not self.roundtrip(sock, payload):
                         self.failed[sock] = "echo mismatch"
                     else:
                         self.rounds[sock] += 1
