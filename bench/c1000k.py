@@ -28,7 +28,9 @@ MemAvailable falls below half of --min-free: the machine is never pushed into th
 from __future__ import annotations
 
 import argparse
+import base64
 import ctypes
+import hashlib
 import json
 import math
 import os
@@ -68,6 +70,9 @@ SAMPLE_INTERVAL = 0.5  # seconds between memory/progress samples
 STARTUP_TIMEOUT = 30.0  # seconds for every worker to listen
 STOP_GRACE = 10.0  # seconds after SIGTERM before SIGKILL (server: its --shutdown-timeout + 5)
 STAGE_SLACK = 30.0  # seconds the driver waits beyond a client's own stage bound
+WARM_UP_TIMEOUT = 10.0  # seconds to wait for the workers' RSS to settle before the baseline
+RSS_STABLE_BYTES = 256 * 1024  # summed RSS moving less than this in 0.5 s counts as settled
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
 
 
 # ---- small /proc readers -------------------------------------------------------------------
@@ -752,9 +757,27 @@ class Run:
     def hold(self, seconds: float) -> None:
         """Keep reading the clients (their pipes must not fill) and sampling for `seconds`."""
         end = time.monotonic() + seconds
+        next_sample = 0.0
         while (now := time.monotonic()) < end:
-            self.sample("hold")
-            self.pump(min(SAMPLE_INTERVAL, end - now))
+            if now >= next_sample:
+                self.sample("hold")
+                next_sample = now + SAMPLE_INTERVAL
+            self.pump(max(0.0, min(next_sample, end) - now))
+
+    def warm_up(self) -> None:
+        """One WebSocket connection per port, opened and closed, then a wait until the workers'
+        RSS stops moving: first-use costs (code pages of the handshake path, lazily built
+        tables) then land in the baseline, not in the cost per connection."""
+        for port in self.plan.ports():
+            for _ in range(1 if not self.plan.shared_port else self.plan.workers * 2):
+                websocket_round_trip(self.plan.host, port)
+        previous, deadline = -1, time.monotonic() + WARM_UP_TIMEOUT
+        while time.monotonic() < deadline:
+            rss = sum(process_rss(p) for p in self.server_pids())
+            if abs(rss - previous) < RSS_STABLE_BYTES:
+                return
+            previous = rss
+            time.sleep(SAMPLE_INTERVAL)
 
     # -- measurements
 
@@ -870,6 +893,33 @@ class Run:
         return sorted(pid for pid in self.all_pids if alive(pid))
 
 
+def websocket_round_trip(host: str, port: int, timeout: float = 5.0) -> None:
+    """Open a WebSocket (RFC 6455 §4.1), check its accept key, close it with 1000 (§5.5.1).
+    Raises RuntimeError when the server does not answer like a WebSocket echo server."""
+    key = base64.b64encode(os.urandom(16))
+    accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
+    request = (
+        f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key.decode()}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(request.encode())
+        head = b""
+        while b"\r\n\r\n" not in head and len(head) < 8192:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            head += chunk
+        if not head.startswith(b"HTTP/1.1 101") or accept not in head:
+            raise RuntimeError(f"port {port}: not a WebSocket upgrade: {head[:80]!r}")
+        mask = os.urandom(4)
+        code = bytes(b ^ mask[i] for i, b in enumerate(b"\x03\xe8"))  # 1000, masked
+        sock.sendall(b"\x88\x82" + mask + code)
+        while sock.recv(4096):  # the server's close frame, then its TCP close
+            pass
+
+
 def stop_process(proc: subprocess.Popen, grace: float = 5.0) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -934,6 +984,8 @@ class Progress:
 def execute(run: Run, log_path: Path) -> None:
     plan, args = run.plan, run.args
     run.start_server(log_path)
+    run.snapshot("cold")  # right after start: what a first connection also pays is still ahead
+    run.warm_up()
     run.snapshot("baseline")
     run.mark("clients_started")
     run.start_clients()
@@ -1070,6 +1122,10 @@ def memory_figures(run: Run) -> dict[str, Any]:
         "server_uss_per_conn_b": growth("held", "server_uss"),
         "server_rss_per_conn_after_echo_b": growth("after_echo", "server_rss"),
         "server_rss_slope_per_conn_b": ramp_slope(run.samples, "server_rss"),
+        "server_rss_per_conn_from_cold_b": per_conn(
+            held.get("server_rss", 0) - run.snapshots.get("cold", {}).get("server_rss", 0),
+            held.get("open", 0),
+        ),
         "kernel_slab_per_conn_b": growth("held", "slab"),
         "kernel_slab_slope_per_conn_b": ramp_slope(run.samples, "slab"),
         "mem_available_drop_per_conn_b": growth("held", "mem_available", -1),
@@ -1113,6 +1169,7 @@ def format_result(r: dict[str, Any]) -> str:
         ("server USS / conn (idle)", num(r["server_uss_per_conn_b"], " B")),
         ("server RSS / conn after echo", num(r["server_rss_per_conn_after_echo_b"], " B")),
         ("server RSS slope in ramp", num(r["server_rss_slope_per_conn_b"], " B/conn")),
+        ("server RSS / conn from cold", num(r["server_rss_per_conn_from_cold_b"], " B")),
         ("kernel slab / conn pair", num(r["kernel_slab_per_conn_b"], " B")),
         ("client RSS / conn", num(r["client_rss_per_conn_b"], " B")),
         ("min MemAvailable", gib(r["min_mem_available_b"])),

@@ -125,6 +125,7 @@ def test_stage_10k_report_fields_are_sane(stage_10k: dict) -> None:
     assert 0 < echo["p50"] <= echo["p99"] <= echo["max"]
     assert result["echo_round_s"] > 0 and result["close_round_s"] > 0
     assert result["server_rss_per_conn_b"] > 0 and result["server_uss_per_conn_b"] > 0
+    assert result["server_rss_per_conn_from_cold_b"] >= result["server_rss_per_conn_b"]
     assert result["kernel_slab_per_conn_b"] > 1000  # a socket pair costs kilobytes of slab
     assert result["min_mem_available_b"] > 0
     assert stage_10k["snapshots"]["baseline"]["server_processes"] == 2
