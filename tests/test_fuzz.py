@@ -59,6 +59,20 @@ def test_every_target_has_seeds(name):
     assert len(inputs("corpus", name)) >= 10
 
 
+def test_committed_seeds_are_what_seeds_py_writes():
+    """The corpus files and their documented origin (tests/fuzz/seeds.py) agree."""
+    spec = importlib.util.spec_from_file_location("fuzz_seeds", FUZZ / "seeds.py")
+    seeds = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(seeds)
+    for name, made in (
+        ("ws_frames", seeds.ws_frames()),
+        ("ws_handshake", seeds.ws_handshake()),
+        ("http", seeds.http()),
+    ):
+        on_disk = {path.name: path.read_bytes() for path in inputs("corpus", name)}
+        assert on_disk == made, f"corpus/{name} differs from seeds.py: run it"
+
+
 @pytest.mark.parametrize(("name", "path"), replay_ids())
 def test_replay(name, path):
     """Seeds and every saved finding hold all invariants (findings: since their fix)."""
