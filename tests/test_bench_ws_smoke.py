@@ -328,3 +328,18 @@ def test_scanner_frames_carry_the_same_bytes() -> None:
     assert len(descriptors) == 3 * count
     start, end = descriptors[1], descriptors[2]
     assert bytes(buf[start:end]) == unmask_bench.expected(data)
+
+
+def test_disturbed_repetitions_are_measured_again() -> None:
+    outcomes = iter([True, True, False, True])  # noisy, noisy, clean, (never reached)
+
+    def fake_measure(name, argv, scenario, args) -> dict:
+        return {"server": name, "noisy": next(outcomes), "ops_per_s": 1.0, "errors_total": 0}
+
+    args = ws_bench.parse_args(["--noisy-retries", "3"])
+    result = ws_bench.measure_until_clean(fake_measure, "c", [], ws_bench.SCENARIOS["rtt"], args)
+    assert (result["noisy"], result["attempt"], len(result["disturbed_attempts"])) == (False, 2, 2)
+    args = ws_bench.parse_args(["--noisy-retries", "0"])
+    outcomes = iter([True])
+    result = ws_bench.measure_until_clean(fake_measure, "c", [], ws_bench.SCENARIOS["rtt"], args)
+    assert (result["noisy"], result["attempt"], result["disturbed_attempts"]) == (True, 0, [])
