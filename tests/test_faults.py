@@ -964,23 +964,13 @@ def test_fd_exhaustion_refuses_without_spinning_then_recovers(server_factory, ca
 # ---- a worker SIGKILLed under load --------------------------------------------------------
 
 
-def socket_owner(pids: list[int]) -> dict[int, int]:
-    """Client port -> the worker pid holding the server side of that connection."""
-    inode_pid = {}
-    for pid in pids:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            with contextlib.suppress(OSError):
-                link = os.readlink(f"/proc/{pid}/fd/{fd}")
-                if link.startswith("socket:["):
-                    inode_pid[int(link[8:-1])] = pid
-    owners = {}
-    with open("/proc/net/tcp") as f:
-        for line in f.readlines()[1:]:
-            fields = line.split()
-            inode = int(fields[9])
-            if inode in inode_pid:
-                owners[int(fields[2].split(":")[1], 16)] = inode_pid[inode]
-    return owners
+def socket_count(pid: int) -> int:
+    """Sockets open in a process (listener and wakeup pair included)."""
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:[")
+    return count
 
 
 def echo_roundtrip(sock: socket.socket, payload: bytes) -> bool:
@@ -1005,30 +995,37 @@ def test_worker_killed_under_load_others_untouched(server_factory, proto):
     connect, roundtrip = WORKER_PROTOCOLS[proto]
     workers = children(server.pid)
     assert len(workers) == 2
+    idle = {pid: socket_count(pid) for pid in workers}
     socks = [connect(server) for _ in range(120)]
-    owners = socket_owner(workers)
-    by_worker = {
-        pid: [s for s in socks if owners.get(s.getsockname()[1]) == pid] for pid in workers
-    }
-    assert all(by_worker.values()), "the kernel put every connection on one worker"
-    victim, survivor = workers
+    # connect() returns once the kernel queued a connection, maybe before the worker's
+    # accept(): wait until every one is in a worker's fd table, then count each worker's
+
+    def held() -> dict[int, int]:
+        return {pid: socket_count(pid) - idle[pid] for pid in workers}
+
+    assert wait_until(lambda: sum(held().values()) == len(socks), 15), held()
+    victim = workers[0]
+    victim_holds = held()[victim]
+    assert 0 < victim_holds < len(socks), "the kernel put every connection on one worker"
     load = EchoLoad(socks, roundtrip)
     load.start()
-    time.sleep(1)
+    assert wait_until(lambda: len(load.rounds) == len(socks), 20)  # traffic on every one
     os.kill(victim, signal.SIGKILL)
     FAULTS[f"worker SIGKILLed under load: {proto}"] += 1
-    time.sleep(1)
+    assert wait_until(lambda: len(load.failed) >= victim_holds, 20), load.failed
+    at_kill = dict(load.rounds)  # then one more round trip on every survivor
+    assert wait_until(
+        lambda: all(load.rounds[s] > at_kill[s] for s in socks if s not in load.failed), 20
+    )
     load.stop()
     assert not load.is_alive(), "the load thread is stuck on a socket"
-    for sock in by_worker[survivor]:
-        assert not load.failed.get(sock), load.failed.get(sock)
-        assert load.rounds[sock] > 0
-    for sock in by_worker[victim]:
-        assert sock in load.failed, "a connection of the dead worker kept working"
+    # Exactly the victim's connections failed: one more would be a survivor's.
+    assert len(load.failed) == victim_holds, (len(load.failed), victim_holds, load.failed)
+    survivors = [sock for sock in socks if sock not in load.failed]
     server.wait_for_log(r"restarting")
     assert wait_until(lambda: len(children(server.pid)) == 2 and victim not in children(server.pid))
     server.wait_for_log(r"listening on", count=3)  # the replacement is accepting
-    for sock in by_worker[survivor]:  # untouched: the same sockets still echo
+    for sock in survivors:  # untouched: the same sockets still echo
         assert roundtrip(sock, b"after")
     fresh = [connect(server) for _ in range(20)]
     for sock in fresh:
