@@ -61,7 +61,7 @@ SOURCES_PER_CLIENT = 4  # 4 x ~28k ephemeral ports per destination: ample for 19
 # /proc/<pid>/fd (issue 5 saw 8.4 KB without it). Rounded up.
 KERNEL_BYTES_PER_PAIR = 10_500
 DEFAULT_SERVER_BYTES_PER_CONN = 1024  # until a run here measured it: twice the goal, cautious
-CLIENT_BYTES_PER_CONN = 64  # struct conn (32 B) in a table sized by the fd limit
+CLIENT_BYTES_PER_CONN = 160  # measured client RSS per connection (struct conn is 24 B)
 WORKER_BASELINE_BYTES = 24 << 20  # one idle reactor worker (Python, cffi module, 256 KiB buffer)
 CLIENT_BASELINE_BYTES = 2 << 20  # one client: connection table, handshake pool, histograms
 SKB_PAGE = 4096  # tcp_mem counts pages; a socket holding any data is charged at least one

@@ -18,10 +18,11 @@
  *          1000, the server answers close 1000 and closes TCP first (§7.1.1), so TIME_WAIT stays
  *          with the server and this machine's ports are free for the next run. At most
  *          --echo-window closes outstanding. `--close plain` just closes the sockets instead.
- * --auto runs echo and close straight after the ramp. stdin EOF, SIGTERM, SIGINT, SIGHUP or the
- * parent's death (PR_SET_PDEATHSIG) abort: every socket is closed and the report says why.
+ * --auto runs echo and close straight after the ramp. stdin EOF before "close", SIGTERM, SIGINT,
+ * SIGHUP or the parent's death (PR_SET_PDEATHSIG) abort: every socket is closed and the report
+ * says why.
  *
- * Memory: a connection costs one 32-byte `struct conn` in an fd-indexed table; handshake state
+ * Memory: a connection costs one 24-byte `struct conn` in an fd-indexed table; handshake state
  * (key, response head) lives in a pool of --in-flight slots, and a frame split across reads gets
  * a small buffer only until it completes. The expected echo is a function of the connection's
  * id and a per-run seed, so nothing sent is stored.
