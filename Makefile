@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 9501
 PROTO ?= auto
 N ?= 10000
-WORKERS ?= 2
+WORKERS ?= auto
 FUZZ_SECONDS ?= 60
 
 .PHONY: install run test lint format bench bench-echo bench-ws bench-http c1000k fuzz clean
