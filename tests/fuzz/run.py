@@ -249,6 +249,11 @@ def main(argv: list[str] | None = None) -> int:
         "--json", type=Path, help="the run's stats (default: bench/results/fuzz-<time>.json)"
     )
     options = parser.parse_args(argv)
+    try:
+        import atheris  # noqa: F401  (the targets import it; say so once, clearly)
+    except ImportError:
+        print("atheris is not installed: pip install atheris (wheels for CPython 3.11, Linux)")
+        return 2
     names = options.target or list(TARGETS)
     started = time.time()
     results = run(names, options.seconds, max(1, options.jobs), options.artifacts, options.asan)
