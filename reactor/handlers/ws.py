@@ -81,7 +81,7 @@ DEFAULT_PING_TIMEOUT = 20.0  # seconds for any answer: generous for mobile links
 DEFAULT_CLOSE_TIMEOUT = 5.0  # seconds we wait for the peer's close after ours (§7.1.1)
 DEFAULT_HEADER_TIMEOUT = 10.0  # used when the http handler's --header-timeout is absent
 SWEEP_INTERVAL = 1.0  # seconds: keepalive and silent-connection checks count whole seconds
-#                        (the reactor tick); one pass over 20k slots costs ~2 ms
+#                        (the reactor tick); a pass over 20k connections costs ~5 ms
 PING_TIMEOUT_CODE = CLOSE_INTERNAL_ERROR  # see the module docstring for 1011 vs 1001
 # Corked frames leave in one os.writev when one of them is at least this large (a
 # copy into one buffer would cost more than an iovec per frame), else joined into
