@@ -297,10 +297,10 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def warm_up(host: str, port: int) -> int:
+def warm_up(host: str, port: int, connections: int) -> int:
     clients = IdleClients(host, port)
     try:
-        clients.open(IDLE_WARMUP)
+        clients.open(min(IDLE_WARMUP, connections // 10 + 1))  # small runs: a smaller warm-up
         return len(clients.held)
     finally:
         clients.close()
@@ -314,7 +314,7 @@ def measure_idle(name: str, argv: list[str], scenario: Scenario, args) -> dict:
     result["connections"] = scenario.connections
     try:
         port = server.wait_ready()
-        result["warmup_connections"] = warm_up(args.host, port)
+        result["warmup_connections"] = warm_up(args.host, port, scenario.connections)
         time.sleep(args.idle_settle)
         result["rss_baseline"] = rss_bytes(server.proc.pid)
         clients = IdleClients(args.host, port)
