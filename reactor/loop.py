@@ -40,6 +40,8 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
+from fcntl import F_SETFL, fcntl
+from os import O_NONBLOCK
 from typing import Any
 
 from .handler import Handler
@@ -107,7 +109,18 @@ class Connection:
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Send now; buffer whatever the kernel does not take. Never raises:
         a dead peer schedules this connection's close instead."""
-        self.reactor._write(self, data)
+        if self.out is not None or self.flags & DEAD or self.handler is None:
+            self.reactor._write(self, data)  # queue behind pending output, or drop
+            return
+        try:  # the hot path, inlined: one call from the handler to the syscall
+            sent = os.write(self.fd, data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self.reactor._schedule_close(self, exc)
+            return
+        if sent < len(data):
+            self.reactor._buffer_rest(self, data, sent)
 
     def sendfile(self, file_fd: int, offset: int, count: int) -> int | None:
         """Send a file region without copying it through Python.
@@ -320,7 +333,12 @@ class Reactor:
         if handler is None or conn.flags & CLOSED:
             return
         conn.flags |= CLOSED | DEAD
-        self._update_mask(conn)  # unregisters
+        # No epoll_ctl(DEL): closing the fd removes it from the epoll set, as
+        # nothing else refers to the socket (no dup, no fork after accept,
+        # SOCK_CLOEXEC). I/O is already off (DEAD) for on_close, and the mask
+        # bookkeeping restarts at 0 for the fd's next owner. One syscall less
+        # per connection, measured on the handshake benchmark.
+        conn.mask = 0
         try:
             handler.on_close(conn, error)
         except Exception:
@@ -401,9 +419,12 @@ class Reactor:
             self._schedule_close(conn, exc)
             return
         if sent < len(data):
-            conn.out = out = bytearray(memoryview(data)[sent:])
-            self._update_mask(conn)  # arms EPOLLOUT
-            self._check_backpressure(conn, out)
+            self._buffer_rest(conn, data, sent)
+
+    def _buffer_rest(self, conn: Connection, data: Any, sent: int) -> None:
+        conn.out = out = bytearray(memoryview(data)[sent:])
+        self._update_mask(conn)  # arms EPOLLOUT
+        self._check_backpressure(conn, out)
 
     def _check_backpressure(self, conn: Connection, out: bytearray) -> None:
         if len(out) > self.max_send_buffer and not conn.flags & BACKPRESSURE:
@@ -522,7 +543,7 @@ class Reactor:
             if self.connection_count >= self.max_connections:
                 self._refuse(fd)
                 continue
-            os.set_blocking(fd, False)
+            fcntl(fd, F_SETFL, O_NONBLOCK)  # a fresh socket has no other status flag
             self.add_connection(fd, listener.handler, peer)
 
     def _accept_failed(self, lconn: Connection, exc: OSError) -> bool:
@@ -631,37 +652,80 @@ class Reactor:
     def run(self) -> None:
         """Dispatch events until stop(), or until a shutdown has closed everything."""
         self._running = True
+        poll, fresh, timers = self._epoll.poll, self._fresh, self._timers
+        max_events, monotonic = self.max_events, time.monotonic
         while self._running and not (self.stopping and self.connection_count == 0):
-            self.run_once(self._poll_timeout())
+            if fresh:
+                self._unmark_fresh()
+            if self._doomed:
+                self._reap_doomed()
+            timeout = 1.0  # wake at least once a second: the clock and signals
+            if timers:
+                timeout = self._poll_timeout()
+            events = poll(timeout, max_events)
+            self.now = now = monotonic()
+            if int(now) != self.tick:  # one shared int per second for last_active
+                self.tick = int(now)
+            if events:
+                self._dispatch(events)
+            if timers and timers[0][0] <= now:
+                self._run_timers()
         self._running = False
 
     def run_once(self, timeout: float = 0.0) -> int:
         """One poll batch, its callbacks and the timers due; returns the event count."""
-        fresh, table = self._fresh, self._table
+        if self._fresh:
+            self._unmark_fresh()
         if self._doomed:  # failed writes made outside a dispatch (e.g. in a timer)
             self._reap_doomed()
-        for conn in fresh:  # registered before this poll: their events are theirs
-            conn.flags &= ~FRESH
-        fresh.clear()
         events = self._epoll.poll(timeout, self.max_events)
         self._update_clock()
+        self._dispatch(events)
+        self._run_timers()
+        return len(events)
+
+    def _unmark_fresh(self) -> None:
+        for conn in self._fresh:  # registered before this poll: their events are theirs
+            conn.flags &= ~FRESH
+        self._fresh.clear()
+
+    def _dispatch(self, events: list[tuple[int, int]]) -> None:
+        """Route one poll batch: the C design's callback dispatch.
+
+        The common case (a plain readable connection) is inlined: read into
+        the shared buffer and hand the handler a view of it.
+        """
+        table, readv, iov, view = self._table, os.readv, self._iov, self._recv_view
         for fd, ev in events:
             conn = table[fd]
-            if conn.flags & (STALE | INTERNAL) or conn.handler is None:
-                if conn.flags & INTERNAL and not conn.flags & FRESH:
+            flags = conn.flags
+            if flags & (STALE | INTERNAL) or conn.handler is None:
+                if flags & INTERNAL and not flags & FRESH:
                     conn.ctx.on_ready(self, conn)
                 continue
             try:
                 if ev & READ_READY and conn.mask & EPOLLIN:
-                    self._on_readable(conn)
+                    if flags & LINGERING:
+                        self._on_readable(conn)
+                    else:
+                        try:
+                            received = readv(fd, iov)
+                        except (BlockingIOError, InterruptedError):
+                            received = -1
+                        except OSError as exc:  # ECONNRESET, ETIMEDOUT...: this one only
+                            self.close(conn, exc)
+                            continue
+                        if received > 0:
+                            conn.last_active = self.tick
+                            conn.handler.on_data(conn, view[:received])
+                        elif received == 0:
+                            conn.handler.on_eof(conn)
                 if ev & WRITE_READY and conn.mask & EPOLLOUT and not conn.flags & STALE:
                     self._on_writable(conn)
             except Exception as exc:
                 self._handler_failed(conn, exc)
             if self._doomed:
                 self._reap_doomed()
-        self._run_timers()
-        return len(events)
 
     def _handler_failed(self, conn: Connection, exc: Exception) -> None:
         # One log record with the traceback; only this connection pays.
