@@ -248,6 +248,14 @@ def test_origin_allow_list(server_factory):
     raw.sock.sendall(raw.request())  # no Origin at all: not on the list
     assert raw.head()[0] == 403
     raw.close()
+    lenient = server_factory("--proto", "ws", "--origin", "https://good.example", "--origin", "")
+    raw = Raw(lenient.port)
+    raw.handshake()  # '' admits clients without an Origin header (non-browsers)
+    raw.close()
+    raw = Raw(lenient.port)
+    raw.sock.sendall(raw.request(extra=b"Origin: https://evil.example\r\n"))
+    assert raw.head()[0] == 403
+    raw.close()
 
 
 def test_max_message_size_closes_with_1009(server_factory):
