@@ -298,6 +298,7 @@ def test_plain_http_request_gets_426_with_upgrade(server):
     response = http_conn.getresponse()
     assert response.status == 426
     assert response.getheader("Upgrade") == "websocket"
+    assert response.getheader("Connection") == "upgrade, close"  # RFC 9110 §7.8
     assert response.getheader("Sec-WebSocket-Version") == "13"
     assert b"WebSocket" in response.read()
     http_conn.close()

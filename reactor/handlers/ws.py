@@ -98,6 +98,7 @@ _UPGRADE_HEADERS = (
     ("Upgrade", "websocket"),
     ("Sec-WebSocket-Version", handshake.SUPPORTED_VERSION),
 )
+_CONNECTION_UPGRADE = b"\r\nConnection: upgrade, close\r\n"
 
 
 class Handshaking:
@@ -536,18 +537,18 @@ class WebSocketHandler(Handler):
             self._feed(conn, ws, bytes(memoryview(buf)[start:end]), 0, end - start)
 
     def _upgrade_required(self, conn: Connection, request: Request) -> None:
-        """A plain HTTP request: 426 tells the client what this port speaks
-        (RFC 9110 §15.5.22: the answer carries Upgrade)."""
-        conn.write(
-            error_response(
-                426,
-                "this is a WebSocket endpoint",
-                keep_alive=False,
-                extra_headers=_UPGRADE_HEADERS,
-                head=request.method == "HEAD",
-            )
+        """A plain HTTP request: 426 tells the client what this port speaks.
+        RFC 9110 §15.5.22: a 426 carries Upgrade; §7.8: whoever sends Upgrade
+        also lists "upgrade" in Connection (ours also says close)."""
+        response = error_response(
+            426,
+            "this is a WebSocket endpoint",
+            keep_alive=False,
+            extra_headers=_UPGRADE_HEADERS,
+            head=request.method == "HEAD",
         )
         conn.ctx = ANSWERED
+        conn.write(response.replace(b"\r\nConnection: close\r\n", _CONNECTION_UPGRADE, 1))
         conn.close_after_flush(linger=True)
 
     def _refuse_http(self, conn: Connection, exc: HttpError) -> None:
