@@ -14,9 +14,8 @@ Every command-line option is a keyword argument (``--ping-interval 5`` is
 apart: the options are built by the CLI's own parser. ``app`` is what
 ``--app`` accepts (an instance, a class, a factory, or a "module:attr" string).
 
-This module is a composition root like reactor/cli.py. It reaches the
-handler table through ``cli`` (tests/test_layout.py lists only cli.py and
-__main__.py as roots that may import reactor.handlers directly).
+This module is a composition root like reactor/cli.py (tests/test_layout.py
+lists it among the modules that may import reactor.handlers).
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from . import cli
+from . import cli, handlers
 from .workers import serve as run_reactors
 
 
@@ -45,13 +44,13 @@ def serve(
         if not hasattr(namespace, name):
             raise TypeError(f"serve() got an unknown option {name!r}")
         setattr(namespace, name, value)
-    if proto not in cli.handlers.PROTOCOLS:
-        raise ValueError(f"proto must be one of {sorted(cli.handlers.PROTOCOLS)}")
+    if proto not in handlers.PROTOCOLS:
+        raise ValueError(f"proto must be one of {sorted(handlers.PROTOCOLS)}")
     if workers < 1:
         raise ValueError("workers must be at least 1")
     namespace.app = app
     if not logging.getLogger().handlers:  # leave an embedding program's logging alone
         cli.configure_logging(namespace.log_level)
-    module = cli.handlers.load(proto)
+    module = handlers.load(proto)
     namespace.fd_limit = cli.raise_fd_limit()
     return run_reactors(namespace, module)

@@ -105,15 +105,23 @@ class Supervisor:
 
     def _reserve_port(self) -> socket.socket | None:
         """With --port 0, pick the port once: a bound (not listening) socket in
-        the SO_REUSEPORT group holds it, and every worker binds that port."""
+        the SO_REUSEPORT group holds it, and every worker binds that port.
+
+        The port comes from a probe bound WITHOUT SO_REUSEPORT: asked for port
+        0 with SO_REUSEPORT set, the kernel may hand out a port that another
+        process's SO_REUSEPORT listener already uses (same uid), and the two
+        servers would then split each other's connections. The probe gets an
+        unused port; the reserve takes it over at once."""
         if self.options.port != 0 or self.options.port_per_worker:
             return None
         family = socket.AF_INET6 if ":" in self.options.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((self.options.host, 0))
+            port = probe.getsockname()[1]
         reserve = socket.socket(family, socket.SOCK_STREAM)
-        reserve.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         reserve.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        reserve.bind((self.options.host, 0))
-        self.options.port = reserve.getsockname()[1]
+        reserve.bind((self.options.host, port))
+        self.options.port = port
         return reserve
 
     def _spawn(self, index: int) -> None:

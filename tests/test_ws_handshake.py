@@ -45,7 +45,7 @@ def assert_rejected(result, status, reason_part):
     assert reason_part in result.reason
     status_line, headers, body = parse_response(result.response)
     assert status_line.startswith(f"HTTP/1.1 {status} ")
-    assert ("Connection", "close") in headers
+    assert ("Connection", "upgrade, close" if status == 426 else "close") in headers
     assert ("Content-Length", str(len(body))) in headers
     assert body == (result.reason + "\n").encode()
     assert "\n" not in result.reason
@@ -155,6 +155,7 @@ def test_malformed_requests_get_400(kwargs, reason):
 def test_other_versions_get_426_naming_13(versions):
     headers = assert_rejected(validate(replace("sec-websocket-version", *versions)), 426, "version")
     assert ("Sec-WebSocket-Version", "13") in headers
+    assert ("Upgrade", "websocket") in headers  # RFC 9110 §15.5.22
 
 
 def test_malformed_request_is_reported_before_the_version():

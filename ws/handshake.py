@@ -163,10 +163,12 @@ def _check_request(
         return reject(400, "Sec-WebSocket-Key must be base64 of 16 bytes")
     versions = fields.get("sec-websocket-version", ())
     if len(versions) != 1 or versions[0].strip(_OWS) != SUPPORTED_VERSION:
-        return reject(
-            426, "unsupported WebSocket version", [("Sec-WebSocket-Version", SUPPORTED_VERSION)]
-        )
+        return reject(426, "unsupported WebSocket version", _UPGRADE_REQUIRED)
     return None
+
+
+# RFC 9110 §15.5.22: a 426 names the protocol to switch to in Upgrade.
+_UPGRADE_REQUIRED = [("Upgrade", "websocket"), ("Sec-WebSocket-Version", SUPPORTED_VERSION)]
 
 
 def _valid_key(values: Sequence[str]) -> bool:
@@ -229,11 +231,14 @@ def reject(status: int, reason: str, extra_headers: Iterable[tuple[str, str]] = 
         raise ValueError("a rejection needs a 4xx or 5xx status")
     reason = " ".join(reason.split())[:_MAX_REASON]  # one line, bounded
     body = (reason + "\n").encode("utf-8")
+    extra = list(extra_headers)
+    # A sender of Upgrade lists "upgrade" in Connection (RFC 9110 §7.8).
+    upgrade = any(name.lower() == "upgrade" for name, _ in extra)
     headers = [
         ("Content-Type", "text/plain; charset=utf-8"),
         ("Content-Length", str(len(body))),
-        ("Connection", "close"),
-        *extra_headers,
+        ("Connection", "upgrade, close" if upgrade else "close"),
+        *extra,
     ]
     status_line = f"HTTP/1.1 {status} {_PHRASES.get(status, '')}"  # the SP stays (RFC 9112 §4)
     head = (status_line + "\r\n" + _header_lines(headers) + "\r\n").encode("latin-1")

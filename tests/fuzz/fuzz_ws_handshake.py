@@ -111,10 +111,13 @@ def check_reject(result, expected_status: int) -> None:
     assert status_line.startswith(f"HTTP/1.1 {result.status} "), status_line
     named = dict(fields)
     assert named["content-length"] == str(len(body)), "Content-Length is not the body size"
-    assert named["connection"] == "close"
     assert body.endswith(b"\n") and body.count(b"\n") == 1, "the reason is not one line"
-    if result.status == 426:
+    if result.status == 426:  # RFC 9110 §15.5.22 and §7.8
         assert named.get("sec-websocket-version") == "13", "426 without the supported version"
+        assert named.get("upgrade") == "websocket", "426 without Upgrade"
+        assert named["connection"] == "upgrade, close"
+    else:
+        assert named["connection"] == "close"
 
 
 def request_fields(data: bytes, through_parser: bool):
