@@ -661,7 +661,11 @@ class Reactor:
                 self._reap_doomed()
             timeout = 1.0  # wake at least once a second: the clock and signals
             if timers:
-                timeout = self._poll_timeout()
+                when, _, timer = timers[0]
+                if timer.cancelled:
+                    timeout = self._poll_timeout()
+                elif when - self.now < timeout:  # self.now: as of the last poll
+                    timeout = max(0.0, when - monotonic())
             events = poll(timeout, max_events)
             self.now = now = monotonic()
             if int(now) != self.tick:  # one shared int per second for last_active

@@ -299,6 +299,12 @@ class ServerProtocol:
             raise ValueError("window out of the buffer's bounds")
         return self._receive(window, start, end)
 
+    def receive_window(self, window: _unmask.Window, pos: int, end: int) -> int:
+        """``receive`` for a caller that holds a ``Window`` (``unmask.window``)
+        over its long-lived buffer and passes valid bounds: the per-read hot
+        path of the glue, without the lookup and the bounds check."""
+        return self._receive(window, pos, end)
+
     def _receive(self, window: _unmask.Window, pos: int, end: int) -> int:
         state = self._state
         if state is not OPEN and state is not CLOSING:

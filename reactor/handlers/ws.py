@@ -357,6 +357,9 @@ class WebSocketHandler(Handler):
         origins: list[str | None] | None = None,
     ) -> None:
         self.reactor = reactor
+        # The receive buffer prepared once for the C routines (every on_data
+        # view starts at its offset 0).
+        self._window = _unmask.window(reactor.recv_buffer)
         self.max_message_size = max_message_size
         self.max_send_buffer = reactor.max_send_buffer
         self.ping_interval = ping_interval
@@ -397,8 +400,15 @@ class WebSocketHandler(Handler):
 
     def on_data(self, conn: Connection, data: memoryview) -> None:
         ws = conn.ctx
-        if type(ws) is self.connection_class:
-            self._feed(conn, ws, data.obj, 0, len(data))  # the receive buffer, in place
+        if type(ws) is self.connection_class:  # the hot path: _feed, inlined
+            self._corked = ws
+            try:  # frames are unmasked in place in the reactor's receive buffer
+                ws.receive_window(self._window, 0, len(data))
+            except BaseException:
+                self._uncork()
+                raise
+            self._corked = None
+            self._flush(conn, ws)
         elif ws is not ANSWERED:
             self._handshake_input(conn, ws, data)
 
@@ -431,12 +441,15 @@ class WebSocketHandler(Handler):
         try:
             ws.receive(buf, start, end)
         except BaseException:
-            self._corked = None
-            self._parts.clear()  # nothing of a failed connection may leak into the next
-            self._gather = False
+            self._uncork()
             raise
         self._corked = None
         self._flush(conn, ws)
+
+    def _uncork(self) -> None:
+        self._corked = None
+        self._parts.clear()  # nothing of a failed connection may leak into the next
+        self._gather = False
 
     def _flush(self, conn: Connection, ws: WebSocketConnection) -> None:
         parts = self._parts
