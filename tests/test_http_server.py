@@ -818,3 +818,26 @@ def test_without_an_upgrade_callee_the_request_is_a_plain_get(in_process, site):
         assert reader.read().status == 200  # RFC 9110 §7.8: Upgrade may be ignored
     finally:
         peer.close()
+
+
+def test_a_changed_file_is_served_fresh_within_about_a_second(server_factory, tmp_path):
+    """Small files are answered from memory, and a target's resolution is reused for the
+    rest of the current second: a change on disk shows within about a second."""
+    (tmp_path / "news.txt").write_bytes(b"old\n")
+    server = server_factory("--proto", "http", "--root", str(tmp_path), "--quiet")
+
+    def fetch() -> bytes:
+        with server.connect() as sock:
+            sock.sendall(get("/news.txt"))
+            return Reader(sock).read().body
+
+    assert fetch() == b"old\n"
+    (tmp_path / "news.txt").write_bytes(b"brand new\n")
+    assert fetch() in (b"old\n", b"brand new\n")  # the same second may still say old
+    time.sleep(1.1)  # the next second of the server's clock
+    assert fetch() == b"brand new\n"
+    (tmp_path / "news.txt").unlink()
+    time.sleep(1.1)
+    with server.connect() as sock:
+        sock.sendall(get("/news.txt"))
+        assert Reader(sock).read().status == 404
