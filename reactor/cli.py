@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from . import handlers
-from .loop import DEFAULT_MAX_SEND_BUFFER, somaxconn
+from .loop import DEFAULT_MAX_SEND_BUFFER, MAX_BUSY_POLL, somaxconn
 from .workers import serve
 
 DEFAULT_ROOT = Path(__file__).resolve().parent / "html"
@@ -78,6 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="worker i listens on --port + i instead of sharing one port",
     )
     add(
+        "--busy-poll",
+        type=busy_poll_usec,
+        default=0,
+        metavar="USEC",
+        help="after each batch of events keep polling without sleeping for this many "
+        "microseconds (0: off): lower latency for request/response traffic, paid in CPU "
+        f"(at most {int(MAX_BUSY_POLL * 1e6)})",
+    )
+    add(
         "--shutdown-timeout",
         type=float,
         default=5.0,
@@ -91,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     handlers.add_all_arguments(parser)
     return parser
+
+
+def busy_poll_usec(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= MAX_BUSY_POLL * 1e6:
+        raise argparse.ArgumentTypeError(f"must be 0..{int(MAX_BUSY_POLL * 1e6)} microseconds")
+    return value
 
 
 def raise_fd_limit() -> tuple[int, int]:

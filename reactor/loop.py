@@ -26,6 +26,12 @@ kept in a flag bit so it costs no memory per connection.
 
 Output is written first and buffered only when the kernel refuses part of it;
 EPOLLOUT is armed only while output is pending (or a handler asked for it).
+
+Busy polling (``busy_poll``, off by default): after a batch, keep calling
+``poll(0)`` for up to that long before blocking. A request/response peer's
+next message then finds the loop awake: no sleep and wake-up (about 10 us on
+our machines, a third of a loopback round trip), at the price of that much
+CPU after every batch. An idle server never spins (the spin follows events).
 """
 
 from __future__ import annotations
@@ -57,6 +63,7 @@ WRITE_READY = EPOLLOUT | EPOLL_FAULT  # ... or through write() when only EPOLLOU
 BLOCK_SIZE = 1024  # slots per event block, as the C design's qseventblock
 RECV_BUFFER_SIZE = 256 * 1024  # one read: large enough to batch many small frames
 MAX_EVENTS = 4096  # per poll; bounds the time before timers run again
+MAX_BUSY_POLL = 0.01  # seconds: a longer spin is a busy server that never sleeps
 ACCEPT_BATCH = 256  # accepts per listener wakeup: drains bursts without starving reads
 DEFAULT_MAX_SEND_BUFFER = 4 * 1024 * 1024  # per-connection output bound before reads pause
 EMFILE_RETRY_DELAY = 0.25  # seconds without accepting after running out of fds
@@ -229,7 +236,10 @@ class Reactor:
         idle_timeout: float | None = None,
         max_send_buffer: int = DEFAULT_MAX_SEND_BUFFER,
         max_events: int = MAX_EVENTS,
+        busy_poll: float = 0.0,
     ) -> None:
+        if not 0.0 <= busy_poll <= MAX_BUSY_POLL:
+            raise ValueError(f"busy_poll must be within 0..{MAX_BUSY_POLL} seconds")
         self._epoll = select.epoll()
         self._slot_type = type("Connection", (Connection,), {"__slots__": (), "reactor": self})
         self._table: list[Connection] = []
@@ -244,6 +254,7 @@ class Reactor:
         self.idle_timeout = idle_timeout
         self.max_send_buffer = max_send_buffer
         self.max_events = max_events
+        self.busy_poll = busy_poll  # seconds of non-blocking polls after a batch; 0: off
         self.connection_count = 0
         self.refused = 0
         self.now = time.monotonic()
@@ -653,7 +664,8 @@ class Reactor:
         """Dispatch events until stop(), or until a shutdown has closed everything."""
         self._running = True
         poll, fresh, timers = self._epoll.poll, self._fresh, self._timers
-        max_events, monotonic = self.max_events, time.monotonic
+        max_events, monotonic, spin = self.max_events, time.monotonic, self.busy_poll
+        events: list[tuple[int, int]] = []
         while self._running and not (self.stopping and self.connection_count == 0):
             if fresh:
                 self._unmark_fresh()
@@ -666,7 +678,15 @@ class Reactor:
                     timeout = self._poll_timeout()
                 elif when - self.now < timeout:  # self.now: as of the last poll
                     timeout = max(0.0, when - monotonic())
-            events = poll(timeout, max_events)
+            if spin and events and timeout:  # busy polling (module docstring)
+                events = poll(0, max_events)
+                until = monotonic() + min(spin, timeout)
+                while not events and monotonic() < until:
+                    events = poll(0, max_events)
+                if not events:
+                    events = poll(timeout, max_events)
+            else:
+                events = poll(timeout, max_events)
             self.now = now = monotonic()
             if int(now) != self.tick:  # one shared int per second for last_active
                 self.tick = int(now)

@@ -45,6 +45,7 @@ def run_worker(
         max_connections=options.max_connections,
         idle_timeout=options.idle_timeout or None,
         max_send_buffer=options.max_send_buffer,
+        busy_poll=options.busy_poll / 1e6,
     )
     handler = module.make_handler(options, reactor)
     sock = reactor.listen(

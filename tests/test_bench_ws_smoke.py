@@ -350,3 +350,12 @@ def test_disturbed_repetitions_are_measured_again() -> None:
     outcomes = iter([True])
     result = ws_bench.measure_until_clean(fake_measure, "c", [], ws_bench.SCENARIOS["rtt"], args)
     assert (result["noisy"], result["attempt"], result["disturbed_attempts"]) == (True, 0, [])
+
+
+def test_busy_poll_goal_is_judged_on_its_own_server() -> None:
+    summaries = {"rtt": {"ours": {"value": 90.0}, "ours-busy-poll": {"value": 180.0},
+                         "picows": {"value": 100.0}}}  # fmt: skip
+    goals = ws_bench.goal_lines(summaries)
+    assert goals[0].endswith("0.90x -> NOT met")  # ours as started by default
+    assert "--busy-poll 50" in goals[1] and goals[1].endswith("1.80x -> met")
+    assert len(ws_bench.goal_lines({"rtt": {"ours": {"value": 90.0}}})) == 1  # not in the run

@@ -344,6 +344,59 @@ def test_timers_fire_in_order_and_cancel(reactor):
     assert "never" not in fired and fired.count("tick") >= 2
 
 
+class PollLog:
+    """Wraps select.epoll to record every poll's timeout and event count."""
+
+    def __init__(self, real) -> None:
+        self.real = real
+        self.polls: list[tuple[float, int]] = []
+
+    def poll(self, timeout, maxevents):
+        events = self.real.poll(timeout, maxevents)
+        self.polls.append((timeout, len(events)))
+        return events
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def run_one_message(busy_poll: float) -> list[tuple[float, int]]:
+    """run() while one message arrives and is echoed; the polls it made."""
+    reactor = Reactor(busy_poll=busy_poll)
+    reactor._epoll = polls = PollLog(reactor._epoll)
+    conn, peer = pair(reactor, EchoHandler())
+    peer.sendall(b"ping")
+    reactor.call_later(0.2, reactor.stop)  # well after the spin window
+    try:
+        reactor.run()
+        assert peer.recv(4) == b"ping"
+    finally:
+        peer.close()
+        reactor.dispose()
+    return polls.polls
+
+
+def test_busy_poll_keeps_polling_after_a_batch_then_sleeps():
+    spins = run_one_message(busy_poll=0.005)
+    first = next(i for i, (_, count) in enumerate(spins) if count)
+    after = spins[first + 1 :]
+    nonblocking = [t for t, _ in after if t == 0]
+    assert len(nonblocking) > 10, "no busy polling after the batch"
+    assert after[-1][0] > 0, "the loop never went back to sleeping"
+    assert all(t > 0 for t, _ in after[len(nonblocking) :]), "spun again without events"
+
+
+def test_busy_poll_is_off_by_default():
+    polls = run_one_message(busy_poll=0.0)
+    assert [t for t, _ in polls if t == 0] == []
+
+
+@pytest.mark.parametrize("busy_poll", [-0.001, 0.011])
+def test_busy_poll_is_bounded(busy_poll):
+    with pytest.raises(ValueError):
+        Reactor(busy_poll=busy_poll)
+
+
 def test_idle_connections_are_closed():
     reactor = Reactor(idle_timeout=1)
     try:

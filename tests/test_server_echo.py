@@ -105,6 +105,30 @@ def test_emfile_pauses_accepting_without_spinning_then_recovers(server_factory):
         assert echo_once(sock, b"back") == b"back"
 
 
+def test_busy_poll_answers_and_does_not_spin_while_idle(server_factory):
+    server = server_factory("--proto", "echo", "--busy-poll", "10000")
+    with server.connect() as sock:
+        for i in range(200):  # one at a time: every message lands in a spin window
+            assert echo_once(sock, b"%d" % i) == b"%d" % i
+        time.sleep(0.1)  # the last spin window (10 ms) is over
+        before = cpu_seconds(server.pid)
+        time.sleep(1.5)
+        burned = cpu_seconds(server.pid) - before
+        assert burned < 0.5, f"an idle server burned {burned:.2f}s of CPU in 1.5s"
+        assert echo_once(sock, b"again") == b"again"
+
+
+def test_busy_poll_option_is_checked():
+    out = subprocess.run(
+        [sys.executable, "-m", "reactor", "--busy-poll", "20000"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=30,
+    )
+    assert out.returncode == 2 and "--busy-poll: must be 0..10000" in out.stderr
+
+
 def test_sigterm_stops_gracefully_with_open_connections(server_factory):
     server = server_factory("--proto", "echo", "--shutdown-timeout", "3")
     socks = [server.connect() for _ in range(20)]
