@@ -21,6 +21,7 @@ import socket
 import time
 from types import ModuleType
 
+from .allocator import tune_malloc
 from .loop import Reactor
 
 log = logging.getLogger("reactor")
@@ -41,6 +42,7 @@ def run_worker(
     options: argparse.Namespace, module: ModuleType, port: int, *, reuse_port: bool
 ) -> int:
     """Build one reactor with the chosen handler and run it until stopped."""
+    tune_malloc()
     reactor = Reactor(
         max_connections=options.max_connections,
         idle_timeout=options.idle_timeout or None,

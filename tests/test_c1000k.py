@@ -152,7 +152,7 @@ def test_interrupted_run_tears_down(client_built: None, tmp_path: Path) -> None:
             if "] hold" in line:
                 break
         proc.send_signal(signal.SIGINT)
-        proc.wait(60)
+        proc.communicate(timeout=60)  # keep draining both pipes: a full one would block it
     finally:
         if proc.poll() is None:
             proc.kill()
