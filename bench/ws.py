@@ -107,12 +107,10 @@ def server_commands(python: str, host: str, peer_loop: str) -> dict[str, list[st
     commands = {
         "ours": [python, "-m", "reactor", "--host", host, "--port", "0", "--proto", "ws",
                  "--idle-timeout", "0"],
-        "ours-busy-poll": [python, "-m", "reactor", "--host", host, "--port", "0",
-                           "--proto", "ws", "--idle-timeout", "0",
-                           "--busy-poll", str(BUSY_POLL_USEC)],
         "socketify": [python, str(PEERS_DIR / "socketify_echo.py"), "--host", host],
         "c": [str(C_WS_SERVER), host, "0"],
     }  # fmt: skip
+    commands["ours-busy-poll"] = [*commands["ours"], "--busy-poll", str(BUSY_POLL_USEC)]
     for name in ASYNCIO_PEERS:
         script = str(PEERS_DIR / f"{name}_echo.py")
         commands[name] = [python, script, "--host", host, "--loop", peer_loop]

@@ -90,11 +90,18 @@ def fill(sock: socket.socket) -> int:
 
 
 class CountingEpoll:
-    """Wraps select.epoll to count epoll_ctl calls."""
+    """Wraps select.epoll to record epoll_ctl calls, and every poll's timeout
+    and event count."""
 
     def __init__(self, real) -> None:
         self.real = real
         self.calls: list[tuple[str, int, int]] = []
+        self.polls: list[tuple[float, int]] = []
+
+    def poll(self, timeout, maxevents):
+        events = self.real.poll(timeout, maxevents)
+        self.polls.append((timeout, len(events)))
+        return events
 
     def register(self, fd, mask):
         self.calls.append(("register", fd, mask))
@@ -345,26 +352,10 @@ def test_timers_fire_in_order_and_cancel(reactor):
     assert "never" not in fired and fired.count("tick") >= 2
 
 
-class PollLog:
-    """Wraps select.epoll to record every poll's timeout and event count."""
-
-    def __init__(self, real) -> None:
-        self.real = real
-        self.polls: list[tuple[float, int]] = []
-
-    def poll(self, timeout, maxevents):
-        events = self.real.poll(timeout, maxevents)
-        self.polls.append((timeout, len(events)))
-        return events
-
-    def __getattr__(self, name):
-        return getattr(self.real, name)
-
-
 def run_one_message(busy_poll: float) -> list[tuple[float, int]]:
     """run() while one message arrives and is echoed; the polls it made."""
     reactor = Reactor(busy_poll=busy_poll)
-    reactor._epoll = polls = PollLog(reactor._epoll)
+    reactor._epoll = polls = CountingEpoll(reactor._epoll)
     conn, peer = pair(reactor, EchoHandler())
     peer.sendall(b"ping")
     reactor.call_later(0.2, reactor.stop)  # well after the spin window
