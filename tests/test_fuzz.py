@@ -144,6 +144,16 @@ def test_http_target_notices_a_parser_reading_past_its_input(monkeypatch):
         target.check(seed)
 
 
+def test_http_target_notices_a_head_scanner_that_misreads(monkeypatch):
+    target = load_target("http")
+    from reactor.http import request as request_module
+
+    monkeypatch.setattr(request_module, "_SCANNED_VERSIONS", ((1, 1), (1, 0)))
+    seed = (FUZZ / "corpus" / "http" / "rfc9112-example.txt").read_bytes()
+    with pytest.raises(AssertionError, match="head scanner"):
+        target.check(seed)
+
+
 # ---- findings, as named regressions -----------------------------------------------------
 
 

@@ -20,6 +20,16 @@ from reactor.http.request import (
     parse_request,
 )
 
+
+@pytest.fixture(params=["cffi", "python"], autouse=True)
+def head_scanner(request, monkeypatch):
+    """Every test runs with the C head scanner (http/csrc/head.c) in front of
+    the regex fast path, and without it (the path of a missing build)."""
+    if request.param == "python":
+        monkeypatch.setattr(request_module, "_scan_head", None)
+    return request.param
+
+
 # --- feeding helpers: each returns ("ok", request fields, consumed) or ("error", status) ---
 
 

@@ -22,9 +22,10 @@ pytestmark = pytest.mark.slow
 
 CHECK = (
     "import http.client, urllib.request, sysconfig, reactor, reactor.ws.unmask as u, "
-    "reactor.ws._speedups, reactor.http.request, reactor.cli\n"
+    "reactor.ws._speedups, reactor.http._speedups, reactor.http.request, reactor.cli\n"
     "assert http.client.__file__.startswith(sysconfig.get_paths()['stdlib'])\n"
     "assert u.IMPL == 'cffi', u.IMPL\n"
+    "assert reactor.http.request.HEAD_SCANNER == 'cffi'\n"
     "print(reactor.__file__)\n"
 )
 

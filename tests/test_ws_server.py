@@ -635,6 +635,32 @@ def test_fallback_unmask_is_warned_about_at_start(caplog):
             reactor.dispose()
 
 
+def test_missing_head_scanner_is_warned_about_at_start(caplog, monkeypatch):
+    import argparse
+
+    from reactor.handlers import static as static_handler
+    from reactor.handlers import ws as ws_handler
+    from reactor.http import request as request_module
+    from reactor.loop import Reactor
+
+    parser = argparse.ArgumentParser()
+    ws_handler.add_arguments(parser)
+    static_handler.add_arguments(parser)
+    options = parser.parse_args([])
+    options.root = "."  # a CLI-wide option
+    for impl, warned in (("python", True), ("cffi", False)):
+        monkeypatch.setattr(request_module, "HEAD_SCANNER", impl)
+        for handler in (ws_handler, static_handler):
+            reactor = Reactor()
+            try:
+                caplog.clear()
+                with caplog.at_level("WARNING"):
+                    handler.make_handler(options, reactor)
+                assert any("http._speedups" in r.message for r in caplog.records) is warned
+            finally:
+                reactor.dispose()
+
+
 def test_many_clients_at_once_each_get_their_own_echo(server):
     results: dict[int, bool] = {}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 from types import ModuleType
 
 PROTOCOLS = {
@@ -16,6 +17,18 @@ PROTOCOLS = {
     "ws": "reactor.handlers.ws",
     "auto": "reactor.handlers.auto",
 }
+
+
+def warn_if_head_scanner_missing(log: logging.Logger) -> None:
+    """At start: the C head scanner (reactor.http._speedups) was not built, so
+    every request head takes the pure-Python path (correct, ~2x slower)."""
+    from ..http import request
+
+    if request.HEAD_SCANNER != "cffi":
+        log.warning(
+            "reactor.http._speedups is not built: request heads are parsed in pure Python "
+            "(~2x slower); reinstall with a C compiler (pip install -e .)"
+        )
 
 
 class NotBuiltError(RuntimeError):

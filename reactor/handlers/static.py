@@ -51,6 +51,7 @@ from ..handler import Handler
 from ..http.request import HttpError, Request, RequestParser
 from ..http.static import Redirect, error_response, plan, resolve
 from ..loop import Connection, Reactor
+from . import warn_if_head_scanner_missing
 
 log = logging.getLogger("reactor.http")
 access_log = logging.getLogger("reactor.access")
@@ -592,6 +593,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def make_handler(
     options: argparse.Namespace, reactor: Reactor, *, upgrade: Upgrade | None = None
 ) -> HttpHandler:
+    if upgrade is None:  # with --proto auto the WebSocket handler has warned already
+        warn_if_head_scanner_missing(log)
     return HttpHandler(
         reactor,
         Path(options.root),

@@ -72,6 +72,7 @@ from ..ws.frames import (
     serialize_frame,
 )
 from ..ws.protocol import CLOSED, DEFAULT_MAX_MESSAGE_SIZE, OPEN, ServerProtocol
+from . import warn_if_head_scanner_missing
 
 log = logging.getLogger("reactor.ws")
 
@@ -670,6 +671,7 @@ def make_handler(options: argparse.Namespace, reactor: Reactor) -> WebSocketHand
             "reactor.ws._speedups is not built: unmasking in pure Python (30-100x slower); "
             "reinstall with a C compiler (pip install -e .)"
         )
+    warn_if_head_scanner_missing(log)
     origins = options.origin
     handler = WebSocketHandler(
         reactor,

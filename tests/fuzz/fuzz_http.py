@@ -4,6 +4,8 @@ Input: byte 0 picks the configuration, the rest is what a client sent.
     bit 0     the bytes are a bare request target for the resolver, not a request
     bits 1-7  the read size of the incremental feed (1..64 bytes)
 Invariants:
+- The C head scanner (http/csrc/head.c) changes nothing: the whole input gives
+  the same request, or the same error, with it and without it.
 - The parser agrees with itself: the whole input at once and behind an offset
   give the same request and end position, or the same error status; the same
   bytes arriving in reads of N bytes (one parser object kept between calls, as
@@ -34,6 +36,7 @@ import tempfile
 from _harness import instrumented
 
 with instrumented(__name__ == "__main__"):
+    from reactor.http import request as request_module
     from reactor.http import static
     from reactor.http.request import MAX_FIELDS, MAX_TARGET, HttpError, RequestParser
 
@@ -107,6 +110,16 @@ def incremental(data: bytes, step: int) -> tuple:
         if outcome[0] != "need more":
             return outcome
     return ("need more",)
+
+
+def without_head_scanner(data: bytes) -> tuple:
+    """The whole input parsed by the Python path alone (no http/csrc/head.c)."""
+    scanner = request_module._scan_head
+    request_module._scan_head = None
+    try:
+        return parse_all(RequestParser(), data, 0, len(data))
+    finally:
+        request_module._scan_head = scanner
 
 
 def same_verdict(split: tuple, whole: tuple) -> bool:
@@ -199,6 +212,7 @@ def check(data: bytes) -> str:
         target = bytes(b for b in payload if 0x21 <= b <= 0x7E).decode("ascii") or "/"
         return check_resolve(target)
     whole = parse_all(RequestParser(), payload, 0, len(payload))
+    assert without_head_scanner(payload) == whole, "the C head scanner disagrees with Python"
     step = 1 + (options >> 1) % 64
     assert same_verdict(incremental(payload, step), whole), f"reads of {step} bytes disagree"
     view = parse_all(RequestParser(), memoryview(payload), 0, len(payload))
