@@ -174,7 +174,13 @@ class Request:
     def wants_upgrade(self) -> bool:
         """The client asks for a WebSocket (Upgrade: websocket, RFC 6455 §4.1);
         the handshake validator checks the rest."""
-        return "websocket" in self.tokens("upgrade")
+        listed = False
+        for name, value in self.headers:  # the usual single value, without token lists
+            if name == "upgrade":
+                if value.lower() == "websocket":
+                    return True
+                listed = True
+        return listed and "websocket" in self.tokens("upgrade")
 
 
 class RequestParser:

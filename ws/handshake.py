@@ -24,7 +24,6 @@ echoed when none match, and the client decides whether to go on (§4.2.2).
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 from collections.abc import Iterable, Sequence
@@ -62,7 +61,7 @@ _OWS = " \t"
 def accept_key(key: str) -> str:
     """``Sec-WebSocket-Accept`` for a ``Sec-WebSocket-Key`` (§4.2.2 step 5.4)."""
     digest = hashlib.sha1((key + GUID).encode("ascii")).digest()
-    return base64.b64encode(digest).decode("ascii")
+    return binascii.b2a_base64(digest, newline=False).decode("ascii")
 
 
 class Accept(NamedTuple):
@@ -107,7 +106,8 @@ def validate(
     if origins is not None and not _origin_allowed(fields.get("origin"), origins):
         return reject(403, "origin not allowed")
     accept = accept_key(fields["sec-websocket-key"][0].strip(_OWS))
-    chosen = select_subprotocol(fields.get("sec-websocket-protocol", ()), subprotocols)
+    offered = fields.get("sec-websocket-protocol")
+    chosen = select_subprotocol(offered, subprotocols) if offered and subprotocols else None
     return Accept(accept, chosen, _switching_protocols(accept, chosen, extra_headers))
 
 
