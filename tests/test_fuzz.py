@@ -171,6 +171,50 @@ def test_handshake_ignores_only_ows_around_values():
     assert isinstance(result, handshake.Reject) and result.status == 400
 
 
+HEAD_SANITIZED_ITERATIONS = 300_000  # ~1 s; every mutant in a heap block of its exact size
+
+
+def build_head_sanitized(tmp_path: Path, source: Path) -> Path:
+    binary = tmp_path / "head_sanitized"
+    subprocess.run(
+        ["gcc", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+         "-I", str(REPO / "http" / "csrc"), str(FUZZ / "head_sanitized.c"), str(source),
+         "-o", str(binary)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    return binary
+
+
+def test_head_scanner_is_memory_safe_under_sanitizers(tmp_path):
+    """http/csrc/head.c on 300k mutated, truncated heads, each in an exact-size
+    heap block, with AddressSanitizer and UBSan (tests/fuzz/head_sanitized.c)."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed")
+    binary = build_head_sanitized(tmp_path, REPO / "http" / "csrc" / "head.c")
+    run = subprocess.run(
+        [str(binary), str(HEAD_SANITIZED_ITERATIONS)], capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    accepted = int(run.stdout.split()[1])
+    assert accepted > HEAD_SANITIZED_ITERATIONS // 20  # the mutants reach the accepting paths
+
+
+def test_head_sanitizer_check_catches_a_read_past_the_head(tmp_path):
+    """The same driver on a scanner that looks one byte past the end aborts."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed")
+    source = (REPO / "http" / "csrc" / "head.c").read_text()
+    broken = source.replace(
+        "if (i < len && p[i] == '\\n') { /* the empty line, bare LF */",
+        "if (i <= len && p[i] == '\\n') { /* the empty line, bare LF */",
+    )
+    assert broken != source
+    (tmp_path / "head.c").write_text(broken)
+    binary = build_head_sanitized(tmp_path, tmp_path / "head.c")
+    run = subprocess.run([str(binary), "100000"], capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0 and "heap-buffer-overflow" in run.stderr
+
+
 def test_asan_build_catches_an_overflow(tmp_path):
     """run.py --asan really swaps in a sanitized build: unmasking 8 bytes past
     a 4-byte buffer through it aborts with an AddressSanitizer report."""

@@ -1,0 +1,102 @@
+/* Memory-safety check of http/csrc/head.c under AddressSanitizer and UBSan
+ * (tests/test_fuzz.py compiles and runs it; no Python in the loop).
+ *
+ * Usage: head_sanitized ITERATIONS. Each iteration takes one of the seed heads,
+ * applies 0-4 random byte edits (replace, insert, delete), cuts it at a random
+ * length half of the time, copies it into a heap block of EXACTLY that size
+ * (so a read one byte past `len` is a heap-buffer-overflow) and scans it into
+ * an output block of a random capacity, small ones included. An accepted head
+ * must report no more bytes than the output holds and end its pieces with a
+ * separator; its piece count is odd (the target, then a name and a value per
+ * field). Prints "accepted A of N"; any violation exits 1, a sanitizer
+ * report aborts. The PRNG is fixed, so a failure reproduces. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "head.h"
+
+static const char *const SEEDS[] = {
+    "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+    "GET /index.html?x=1 HTTP/1.1\r\nHost: localhost:9501\r\nUser-Agent: Mozilla/5.0\r\n"
+    "Accept: */*\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    "HEAD /a HTTP/1.0\nhost: [::1]:80\nX-Empty:\nX: \t a \t\n\n",
+    "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\r\nX: caf\xe9\r\n\r\n",
+    "GET / HTTP/1.1\r\n\r\n",
+};
+#define SEED_COUNT (sizeof(SEEDS) / sizeof(SEEDS[0]))
+#define MAX_HEAD 1024
+
+static uint64_t state = 0x9E3779B97F4A7C15u;
+
+static uint32_t next(uint32_t bound)
+{
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return (uint32_t)(state % bound);
+}
+
+int main(int argc, char **argv)
+{
+    long iterations = argc > 1 ? atol(argv[1]) : 100000, accepted = 0;
+
+    for (long n = 0; n < iterations; n++) {
+        unsigned char head[MAX_HEAD];
+        const char *seed = SEEDS[next(SEED_COUNT)];
+        size_t len = strlen(seed);
+        int32_t info[2];
+
+        memcpy(head, seed, len);
+        for (uint32_t edits = next(5); edits > 0; edits--) {
+            size_t at = next((uint32_t)len + 1);
+            uint32_t op = next(3);
+
+            if (op == 0 && at < len) {
+                head[at] = (unsigned char)next(256);
+            } else if (op == 1 && len < MAX_HEAD) {
+                memmove(head + at + 1, head + at, len - at);
+                head[at] = (unsigned char)next(256);
+                len++;
+            } else if (op == 2 && at < len) {
+                memmove(head + at, head + at + 1, len - at - 1);
+                len--;
+            }
+        }
+        if (next(2))
+            len = next((uint32_t)len + 1);
+        size_t cap = next(4) ? 2 * MAX_HEAD : next(48);
+        unsigned char *input = malloc(len ? len : 1);
+        unsigned char *pieces = malloc(cap ? cap : 1);
+
+        if (input == NULL || pieces == NULL)
+            return 2;
+        memcpy(input, head, len);
+        int size = http_scan_head(input, len, 8192, 100, 16384, info, pieces, cap);
+        if (size >= 0) {
+            size_t separators = 0;
+
+            if ((size_t)size > cap || size == 0 || pieces[size - 1] != HTTP_SCAN_SEPARATOR ||
+                info[0] < 0 || info[0] > 1 || info[1] < 0 || info[1] > 1) {
+                fprintf(stderr, "bad result at iteration %ld\n", n);
+                return 1;
+            }
+            for (int k = 0; k < size; k++)
+                separators += pieces[k] == HTTP_SCAN_SEPARATOR;
+            if (separators % 2 == 0) {
+                fprintf(stderr, "even piece count at iteration %ld\n", n);
+                return 1;
+            }
+            accepted++;
+        } else if (size != HTTP_SCAN_OTHER) {
+            fprintf(stderr, "unknown result %d at iteration %ld\n", size, n);
+            return 1;
+        }
+        free(input);
+        free(pieces);
+    }
+    printf("accepted %ld of %ld\n", accepted, iterations);
+    return 0;
+}
