@@ -310,12 +310,12 @@ def _build_request(buf, pos: int, head_end: int) -> Request:
     build or for anything it declines, a few regex calls; anything unusual
     takes the slow path, which accepts exactly the same heads and explains
     what is wrong."""
+    head = buf[pos:head_end]  # bytes or bytearray, like buf
     if _scan_head is not None:
-        head = buf[pos:head_end]
         request = _scanned_request(head if type(head) is bytes else bytes(head))
         if request is not None:
             return request
-    text = buf[pos:head_end].decode("latin-1")
+    text = head.decode("latin-1")
     line = _FAST_LINE_RE.match(text)
     if line is None:
         return _build_request_slow(text)
