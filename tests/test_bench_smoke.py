@@ -220,6 +220,39 @@ def test_ws_rtt_and_handshake_against_websockets(tools: None, ws_server) -> None
     assert_clean(result, 4)
 
 
+def test_ws_handshake_survives_connects_that_complete_late(tools: None) -> None:
+    """ws-handshake sends the upgrade right after connect(); a connection still being set
+    up (its SYN dropped by a full accept queue, retried a second later) must fall back to
+    waiting for writability rather than count an error."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=1)
+    server = serve(echo, sock=listener, max_size=None, compression=None)
+
+    def serve_late() -> None:
+        threading.Event().wait(0.5)  # the accept queue is full until then
+        server.serve_forever()
+
+    threading.Thread(target=serve_late, daemon=True).start()
+    try:
+        argv = [str(LOADGEN), "ws-handshake", "--port", str(listener.getsockname()[1]),
+                "-c", "8", "--duration", "2", "--grace", "3"]  # fmt: skip
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    finally:
+        server.shutdown()
+    result = json.loads(done.stdout)
+    assert done.returncode == 0, result["errors"]
+    assert_clean(result, 8)
+    assert result["latency_us"]["max"] > 400_000  # some cycles did wait for the queue
+
+
+def test_ws_handshake_reports_refused_connections(tools: None) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]  # free once closed: nothing listens there
+    status, result = loadgen("ws-handshake", port, "-c", "3")
+    assert status == 1
+    assert result["errors"]["connect"] >= 3 and result["ops"] == 0
+    assert result["errors_total"] == result["errors"]["connect"]
+
+
 def test_ws_echo_detects_altered_payloads(tools: None, ws_server) -> None:
     def reverse_every_third(ws: ServerConnection) -> None:
         for i, message in enumerate(ws):

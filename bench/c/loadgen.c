@@ -109,6 +109,18 @@ struct conn {
     size_t ctl_len;
 };
 
+/* One opening handshake, made before the run: the request with its random key and the
+ * Sec-WebSocket-Accept it must draw. Hashing a fresh key per connection cost the
+ * ws-handshake mode ~2% of its core; servers do not remember keys, so a pool of random
+ * ones is as good a test. */
+struct upgrade {
+    char request[512];
+    size_t len;
+    char accept[32];
+};
+
+#define KEY_POOL 1024
+
 struct run {
     struct options o;
     bool ws, busy;
@@ -130,6 +142,7 @@ struct run {
     uint64_t *timeline;
     size_t timeline_len;
     struct hist hist;
+    struct upgrade *upgrades; /* ws: KEY_POOL ready-made requests, picked at random */
     unsigned char rbuf[RECV_BUFFER_SIZE];
 };
 
@@ -551,25 +564,70 @@ static void expected_accept(const char *key, char out[32])
     base64_encode(digest, SHA1_DIGEST_SIZE, out);
 }
 
-static int ws_send_upgrade(struct run *r, struct conn *c)
+static void make_upgrades(struct run *r)
 {
-    uint8_t nonce[WS_KEY_BYTES];
-    uint64_t a = rng_next(&r->rng), b = rng_next(&r->rng);
-    memcpy(nonce, &a, 8), memcpy(nonce + 8, &b, 8);
-    char key[32];
-    base64_encode(nonce, WS_KEY_BYTES, key);
-    expected_accept(key, c->accept);
     bool v6 = strchr(r->o.host, ':') != NULL; /* an IPv6 literal needs brackets in Host */
-    char request[512];
-    int len = snprintf(request, sizeof request,
-                       "GET %s HTTP/1.1\r\nHost: %s%s%s:%d\r\nUpgrade: websocket\r\n"
-                       "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                       "Sec-WebSocket-Version: 13\r\n\r\n",
-                       r->o.path, v6 ? "[" : "", r->o.host, v6 ? "]" : "", r->o.port, key);
+    r->upgrades = xmalloc(KEY_POOL * sizeof *r->upgrades);
+    for (int i = 0; i < KEY_POOL; i++) {
+        struct upgrade *u = &r->upgrades[i];
+        uint8_t nonce[WS_KEY_BYTES];
+        uint64_t a = rng_next(&r->rng), b = rng_next(&r->rng);
+        memcpy(nonce, &a, 8), memcpy(nonce + 8, &b, 8);
+        char key[32];
+        base64_encode(nonce, WS_KEY_BYTES, key);
+        expected_accept(key, u->accept);
+        int len = snprintf(u->request, sizeof u->request,
+                           "GET %s HTTP/1.1\r\nHost: %s%s%s:%d\r\nUpgrade: websocket\r\n"
+                           "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                           "Sec-WebSocket-Version: 13\r\n\r\n",
+                           r->o.path, v6 ? "[" : "", r->o.host, v6 ? "]" : "", r->o.port, key);
+        if (len < 0 || (size_t)len >= sizeof u->request) {
+            fprintf(stderr, "loadgen: the upgrade request does not fit; shorten --path\n");
+            exit(2);
+        }
+        u->len = (size_t)len;
+    }
+}
+
+static const struct upgrade *random_upgrade(struct run *r)
+{
+    return &r->upgrades[rng_next(&r->rng) % KEY_POOL];
+}
+
+/* The request is on its way: read the response to it. */
+static void await_response(struct run *r, struct conn *c, const struct upgrade *u)
+{
+    memcpy(c->accept, u->accept, sizeof c->accept);
     c->head = xmalloc(HTTP_MAX_HEAD + 1);
     set_state(r, c, CS_UPGRADING);
     set_mask(r, c, EPOLLIN);
-    return conn_write(r, c, request, (size_t)len);
+}
+
+static int ws_send_upgrade(struct run *r, struct conn *c)
+{
+    const struct upgrade *u = random_upgrade(r);
+    await_response(r, c, u);
+    return conn_write(r, c, u->request, u->len);
+}
+
+/* ws-handshake, right after connect(): on loopback the connection is usually up by the time
+ * connect() returns, so the request goes at once and the wait for writability, its SO_ERROR
+ * query and an epoll_ctl are saved. Not up yet (EAGAIN): wait for writability as usual. */
+static void ws_upgrade_early(struct run *r, struct conn *c)
+{
+    const struct upgrade *u = random_upgrade(r);
+    ssize_t n = send(c->fd, u->request, u->len, MSG_NOSIGNAL);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+        set_mask(r, c, EPOLLOUT); /* writable = connected (or failed: SO_ERROR tells) */
+        return;
+    }
+    if (n < 0) {
+        conn_fail(r, c, E_CONNECT);
+        return;
+    }
+    await_response(r, c, u);
+    if ((size_t)n < u->len) /* rare on a fresh socket: the rest goes when writable */
+        conn_write(r, c, u->request + n, u->len - (size_t)n);
 }
 
 static bool has_token(const char *value, const char *token)
@@ -654,8 +712,17 @@ static void conn_start(struct run *r, struct conn *c)
         r->errors[E_CONNECT]++;
         return;
     }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    /* ws-handshake: on loopback every packet a send starts is processed on the sender's core,
+     * so this core pays for most of each connection's packets and caps the rate before a fast
+     * server does. Delayed ACKs here let the handshake's last ACK ride on the upgrade request
+     * and the ACK of the 101 ride on the close frame: two packets fewer per cycle. Nagle
+     * cannot hold anything there (the 101 acknowledges the request before the close frame
+     * goes), so that mode skips TCP_NODELAY. */
+    int one = 1, zero = 0;
+    if (r->o.mode == WS_HANDSHAKE)
+        setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &zero, sizeof zero);
+    else
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c->fd = fd;
     c->gen++;
     conn_reset_fields(c);
@@ -665,7 +732,10 @@ static void conn_start(struct run *r, struct conn *c)
         conn_fail(r, c, E_CONNECT);
         return;
     }
-    set_mask(r, c, EPOLLOUT); /* writable = connected (or failed: SO_ERROR tells) */
+    if (r->o.mode == WS_HANDSHAKE)
+        ws_upgrade_early(r, c);
+    else
+        set_mask(r, c, EPOLLOUT); /* writable = connected (or failed: SO_ERROR tells) */
 }
 
 /* Open for messages: start the window if the run is on; ws-handshake closes straight away. */
@@ -699,6 +769,11 @@ static void conn_finished(struct run *r, struct conn *c, uint64_t now)
         count_lost(r, c);
     } else if (r->o.mode == WS_HANDSHAKE) {
         record_op(r, now, now - c->cycle_start);
+        /* Both ends are done (close frames crossed, the server's FIN read): a reset instead of
+         * our FIN saves the ACK it would draw and the server's TIME_WAIT, two more chores
+         * that would otherwise land on this core. */
+        struct linger abort_close = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &abort_close, sizeof abort_close);
     }
     conn_release(r, c);
 }
@@ -1214,6 +1289,8 @@ static struct run *setup(const struct options *o)
     if (resolve(r) < 0 || (r->epfd = epoll_create1(EPOLL_CLOEXEC)) < 0)
         return NULL;
     make_pattern(r);
+    if (r->ws)
+        make_upgrades(r);
     size_t wire = message_wire_size(r);
     r->scratch_cap = wire > SCRATCH_MIN ? wire : SCRATCH_MIN;
     r->scratch = xmalloc(r->scratch_cap);
