@@ -13,7 +13,7 @@ FUZZ_SECONDS ?= 60
 install: $(VENV)/.installed
 
 # Reinstall when the build inputs change (the cffi C sources are compiled by pip).
-$(VENV)/.installed: pyproject.toml setup.py ws/csrc/*.c ws/csrc/*.h ws/csrc/*.py http/csrc/*.c http/csrc/*.h http/csrc/*.py
+$(VENV)/.installed: pyproject.toml setup.py ws/csrc/*.c ws/csrc/*.h ws/csrc/*.py http/csrc/*.c http/csrc/*.h http/csrc/*.py reactor/csrc/*.c reactor/csrc/*.h reactor/csrc/*.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'

@@ -18,6 +18,8 @@ handler may call on it:
     conn.pause_reading() / conn.resume_reading()
     conn.close()                close now, dropping buffered output
     conn.close_after_flush()    stop reading, close when the buffer has drained
+    conn.write_and_close(data)  last bytes, then close; the FIN rides with them when it can
+                                (only when the peer owes nothing: unread input means a reset)
     conn.peer()                 (host, port) of the peer, computed on demand
 """
 

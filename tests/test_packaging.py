@@ -22,10 +22,12 @@ pytestmark = pytest.mark.slow
 
 CHECK = (
     "import http.client, urllib.request, sysconfig, reactor, reactor.ws.unmask as u, "
-    "reactor.ws._speedups, reactor.http._speedups, reactor.http.request, reactor.cli\n"
+    "reactor.ws._speedups, reactor.http._speedups, reactor.http.request, reactor.cli, "
+    "reactor._io, reactor.loop\n"
     "assert http.client.__file__.startswith(sysconfig.get_paths()['stdlib'])\n"
     "assert u.IMPL == 'cffi', u.IMPL\n"
     "assert reactor.http.request.HEAD_SCANNER == 'cffi'\n"
+    "assert reactor.loop._send_more is not None\n"
     "print(reactor.__file__)\n"
 )
 

@@ -14,7 +14,9 @@ import sys
 import time
 
 import pytest
+from testkit import segments_in
 
+import reactor.loop as loop_module
 from reactor.handler import Handler
 from reactor.handlers.echo import EchoHandler
 from reactor.loop import (
@@ -188,6 +190,70 @@ def test_partial_writes_keep_their_offset(reactor):
 
     pump(reactor, got_all, timeout=20)
     assert received == expected
+    peer.close()
+
+
+def tcp_pair(reactor: Reactor, handler: Handler):
+    """A loopback TCP connection: the accepted end adopted by the reactor."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        peer = socket.create_connection(listener.getsockname(), timeout=5)
+        ours, _ = listener.accept()
+    ours.setblocking(False)
+    return reactor.add_connection(ours.detach(), handler), peer
+
+
+def read_to_eof(reactor: Reactor, peer: socket.socket) -> bytes:
+    received = bytearray()
+    peer.setblocking(False)
+
+    def at_eof():
+        try:
+            chunk = peer.recv(1 << 20)
+        except BlockingIOError:
+            return False
+        received.extend(chunk)
+        return not chunk
+
+    pump(reactor, at_eof, timeout=20)
+    return bytes(received)
+
+
+@pytest.mark.parametrize("built", [True, False], ids=["c-helper", "no-helper"])
+def test_write_and_close_sends_the_bytes_then_closes(reactor, monkeypatch, built):
+    if not built:
+        monkeypatch.setattr(loop_module, "_send_more", None)
+    recorder = Recorder()
+    conn, peer = tcp_pair(reactor, recorder)
+    conn.write_and_close(b"last words")
+    assert conn.closed and len(recorder.closed) == 1  # taken at once: closed at once
+    assert read_to_eof(reactor, peer) == b"last words"
+    peer.close()
+
+
+def test_write_and_close_puts_the_fin_in_the_last_segment(reactor, monkeypatch):
+    assert loop_module._send_more is not None, "reactor._io is not built"
+    segments = {}
+    for built in (True, False):
+        with monkeypatch.context() as patch:
+            if not built:
+                patch.setattr(loop_module, "_send_more", None)
+            conn, peer = tcp_pair(reactor, Recorder())
+            before = segments_in(peer)
+            conn.write_and_close(b"x" * 100)
+            assert read_to_eof(reactor, peer) == b"x" * 100
+            segments[built] = segments_in(peer) - before
+            peer.close()
+    assert segments == {True: 1, False: 2}  # data + FIN together, or data then FIN
+
+
+def test_write_and_close_with_more_than_the_kernel_takes(reactor):
+    recorder = Recorder()
+    conn, peer = tcp_pair(reactor, recorder)
+    data = b"".join(struct.pack(">I", i) for i in range(2_500_000))  # 10 MB, all distinct
+    conn.write_and_close(data)
+    assert conn.pending() > 0 and not recorder.closed  # the rest waits for writability
+    assert read_to_eof(reactor, peer) == data
+    assert len(recorder.closed) == 1
     peer.close()
 
 

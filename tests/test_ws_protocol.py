@@ -253,6 +253,52 @@ def test_nothing_is_processed_after_a_close_frame():
     assert proto.receive(RECV, consumed, len(data)) == consumed
 
 
+class FinalMarker(Recorder):
+    __slots__ = ()
+
+    def on_final_output(self, data):
+        self.events.append(("final", data))
+
+
+def test_only_the_reply_to_a_peer_close_is_final_output():
+    """The glue closes TCP with final output (the FIN in the same segment), so it must be
+    exactly the reply to the peer's close: never a pong, nor a violation's close frame,
+    which goes out while the peer may still be sending."""
+    proto = FinalMarker()
+    proto.accept()
+    data = ping(b"p") + close(1000)
+    RECV[: len(data)] = data
+    proto.receive(RECV, 0, len(data))
+    assert proto.events == [
+        ("output", fr.serialize_frame(fr.OP_PONG, b"p")),
+        ("ping", b"p"),
+        ("final", fr.serialize_frame(fr.OP_CLOSE, (1000).to_bytes(2, "big"))),
+        ("close", 1000),
+    ]
+    violator = FinalMarker()
+    violator.accept()
+    data = bytes([0x81, 0x01]) + b"x"  # unmasked: 1002
+    RECV[: len(data)] = data
+    violator.receive(RECV, 0, len(data))
+    assert [kind for kind, _ in violator.events] == ["output", "close"]
+    assert violator.events[1] == ("close", 1002)
+    closing = FinalMarker()  # our close went out first: the peer's completes it
+    closing.accept()
+    closing.close(1000)
+    data = close(1000)
+    RECV[: len(data)] = data
+    closing.receive(RECV, 0, len(data))
+    assert closing.events == [("close", 1000)]
+
+
+def test_final_output_defaults_to_on_output():
+    proto = opened()
+    data = close(1001)
+    RECV[: len(data)] = data
+    proto.receive(RECV, 0, len(data))
+    assert proto.events == [out_close(1001), ("close", 1001)]
+
+
 def test_frames_after_the_handshake_in_the_same_read():
     request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
     data = request + text("pipelined") + binary(b"\x01")

@@ -20,7 +20,7 @@ import threading
 import time
 
 import pytest
-from testkit import ServerProcess, recv_until_eof, rss_bytes, wait_until
+from testkit import ServerProcess, recv_until_eof, rss_bytes, segments_in, wait_until
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
@@ -455,6 +455,24 @@ def test_close_is_answered_with_a_close_then_tcp_close(raw):
     conn2.sock.sendall(close_frame(None))  # an empty close gets an empty close
     assert conn2.recv_close() == (None, b"")
     conn2.expect_eof()
+
+
+def test_the_reply_to_our_close_carries_the_fin(raw):
+    """Nothing follows the reply to a peer's close, so the server closes TCP with it: the
+    close frame and the FIN arrive in one segment (Connection.write_and_close). A delayed
+    ACK of our close frame could add a segment on a loaded machine, hence three tries."""
+    added = []
+    for _ in range(3):
+        conn = raw()
+        conn.handshake()
+        before = segments_in(conn.sock)
+        conn.sock.sendall(close_frame(1000))
+        assert conn.recv_close() == (1000, b"")
+        conn.expect_eof()
+        added.append(segments_in(conn.sock) - before)
+        if added[-1] == 1:
+            break
+    assert 1 in added, added  # without it: the close frame, then the FIN
 
 
 # ---- backpressure, keepalive, shutdown ---------------------------------------------------

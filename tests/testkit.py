@@ -98,6 +98,12 @@ def recv_until_eof(sock: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
+def segments_in(sock: socket.socket) -> int:
+    """TCP segments this socket has received (struct tcp_info's tcpi_segs_in)."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    return int.from_bytes(info[140:144], sys.byteorder)
+
+
 def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 

@@ -27,6 +27,8 @@ fields) and implement the hooks, which ``receive`` calls as events happen:
     on_close(code, reason)  the connection is CLOSED: peer close (code 1005 if it
                           sent none), violation (our code), or connection_lost (1006)
     on_output(data)       bytes to send: pong and close frames produced by receive
+    on_final_output(data) the reply to the peer's close: the connection's last bytes,
+                          after which the peer owes nothing. Default: on_output
 
 ``receive(buf, start, end)`` consumes the window ``buf[start:end]``: it
 validates, unmasks IN PLACE, and dispatches. Pass the reactor's long-lived
@@ -204,6 +206,11 @@ class ServerProtocol:
 
     def on_output(self, data: bytes) -> None:
         raise NotImplementedError("subclass ServerProtocol and implement on_output")
+
+    def on_final_output(self, data: bytes) -> None:
+        """The close frame answering the peer's: nothing follows it either way,
+        so the glue may close TCP with it (the FIN in the same segment)."""
+        self.on_output(data)
 
     # ---- state ----------------------------------------------------------
 
@@ -399,7 +406,7 @@ class ServerProtocol:
         self._drop_buffers()
         if was_open:  # §5.5.1: echo the code; an empty close gets an empty close
             reply = b"" if code == CLOSE_NO_STATUS else code.to_bytes(2, "big")
-            self.on_output(_frames.serialize_frame(OP_CLOSE, reply))
+            self.on_final_output(_frames.serialize_frame(OP_CLOSE, reply))
         self.on_close(code, reason)
 
     def _fail(self, code: int, reason: str) -> None:

@@ -249,7 +249,11 @@ class WebSocketConnection(ServerProtocol):
             self._app_failed("on_message", exc)
 
     def on_output(self, data: bytes) -> None:
-        self._emit(data)  # pongs and close replies produced by receive()
+        self._emit(data)  # pongs and close frames produced by receive()
+
+    def on_final_output(self, data: bytes) -> None:
+        self._emit(data)  # always corked: it comes from receive()
+        self.handler._final = True  # _flush closes TCP with it
 
     def on_close(self, code: int, reason: str) -> None:
         self.handler.open_count -= 1
@@ -373,6 +377,7 @@ class WebSocketHandler(Handler):
         self._corked: WebSocketConnection | None = None  # whose output is being collected
         self._parts: list[bytes] = []  # its frames (no copies), written once per read
         self._gather = False  # a part is large: writev them rather than join
+        self._final = False  # the parts end with the reply to the peer's close
         self.app = make_app(app)
         self._bind_app()
         reactor.call_every(SWEEP_INTERVAL, self._sweep)
@@ -451,9 +456,15 @@ class WebSocketHandler(Handler):
         self._corked = None
         self._parts.clear()  # nothing of a failed connection may leak into the next
         self._gather = False
+        self._final = False
 
     def _flush(self, conn: Connection, ws: WebSocketConnection) -> None:
         parts = self._parts
+        if self._final:  # our reply to the peer's close ends it all: the FIN may ride on it
+            self._final = False
+            if not self._gather:
+                conn.write_and_close(parts[0] if len(parts) == 1 else b"".join(parts))
+                parts.clear()
         if parts:
             if len(parts) == 1:
                 conn.write(parts[0])
