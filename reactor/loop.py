@@ -54,7 +54,7 @@ from .handler import Handler
 
 try:  # built by pip install (reactor/csrc); without it: os.write, one packet more per close
     from ._io import lib as _io_lib
-except ImportError:  # pragma: no cover - exercised by tests that set _send_more to None
+except ImportError:  # pragma: no cover - no C compiler at install time
     _io_lib = None
 
 log = logging.getLogger("reactor")
