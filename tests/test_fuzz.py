@@ -174,15 +174,26 @@ def test_handshake_ignores_only_ows_around_values():
 HEAD_SANITIZED_ITERATIONS = 300_000  # ~1 s; every mutant in a heap block of its exact size
 
 
-def build_head_sanitized(tmp_path: Path, source: Path) -> Path:
-    binary = tmp_path / "head_sanitized"
+def build_sanitized(tmp_path: Path, driver: str, csrc: Path, *sources: Path) -> Path:
+    """tests/fuzz/<driver>.c with the C sources it checks, under ASan and UBSan."""
+    binary = tmp_path / driver
     subprocess.run(
         ["gcc", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
-         "-I", str(REPO / "http" / "csrc"), str(FUZZ / "head_sanitized.c"), str(source),
-         "-o", str(binary)],
+         "-I", str(csrc), str(FUZZ / f"{driver}.c"), *map(str, sources), "-o", str(binary)],
         check=True, capture_output=True, timeout=120,
     )  # fmt: skip
     return binary
+
+
+def build_head_sanitized(tmp_path: Path, source: Path) -> Path:
+    return build_sanitized(tmp_path, "head_sanitized", REPO / "http" / "csrc", source)
+
+
+WS_CSRC = REPO / "ws" / "csrc"
+
+
+def build_upgrade_sanitized(tmp_path: Path, source: Path) -> Path:
+    return build_sanitized(tmp_path, "upgrade_sanitized", WS_CSRC, source, WS_CSRC / "sha1.c")
 
 
 def test_head_scanner_is_memory_safe_under_sanitizers(tmp_path):
@@ -211,6 +222,35 @@ def test_head_sanitizer_check_catches_a_read_past_the_head(tmp_path):
     assert broken != source
     (tmp_path / "head.c").write_text(broken)
     binary = build_head_sanitized(tmp_path, tmp_path / "head.c")
+    run = subprocess.run([str(binary), "100000"], capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0 and "heap-buffer-overflow" in run.stderr
+
+
+def test_upgrade_fast_path_is_memory_safe_under_sanitizers(tmp_path):
+    """ws/csrc/upgrade.c (and its SHA-1) on 300k mutated, truncated upgrade heads, each in
+    an exact-size heap block, with AddressSanitizer and UBSan (tests/fuzz/upgrade_sanitized.c)."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed")
+    binary = build_upgrade_sanitized(tmp_path, WS_CSRC / "upgrade.c")
+    run = subprocess.run(
+        [str(binary), str(HEAD_SANITIZED_ITERATIONS)], capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    accepted = int(run.stdout.split()[1])
+    assert accepted > HEAD_SANITIZED_ITERATIONS // 20  # the mutants reach the accepting path
+
+
+def test_upgrade_sanitizer_check_catches_a_read_past_the_head(tmp_path):
+    """The same driver on a fast path that looks one byte past the end aborts."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed")
+    source = (WS_CSRC / "upgrade.c").read_text()
+    broken = source.replace(
+        "memchr(p, '\\n', (size_t)(end - p))", "memchr(p, '\\n', (size_t)(end - p) + 1)"
+    )
+    assert broken != source
+    (tmp_path / "upgrade.c").write_text(broken)
+    binary = build_upgrade_sanitized(tmp_path, tmp_path / "upgrade.c")
     run = subprocess.run([str(binary), "100000"], capture_output=True, text=True, timeout=300)
     assert run.returncode != 0 and "heap-buffer-overflow" in run.stderr
 

@@ -1,11 +1,16 @@
 """RFC 6455 §4.2 opening handshake validation (ws/handshake.py)."""
 
 import base64
+import socket
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reactor.cli import build_parser
+from reactor.handlers.ws import make_handler
+from reactor.http.request import HttpError, RequestParser
+from reactor.loop import Reactor
 from reactor.ws import handshake as hs
 
 RFC_KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455 §1.3
@@ -231,3 +236,188 @@ def test_any_16_byte_nonce_is_accepted_with_its_accept_value(nonce):
 def test_other_nonce_sizes_are_refused(junk):
     result = validate(replace("sec-websocket-key", base64.b64encode(junk).decode()))
     assert isinstance(result, hs.Reject) and result.status == 400
+
+
+# ---- the C fast path: accept_usual reads the head's bytes (ws/csrc/upgrade.c) -------------
+
+
+def head_of(*fields: str, request_line: str = "GET /chat HTTP/1.1") -> bytes:
+    return ("\r\n".join([request_line, *fields]) + "\r\n\r\n").encode("latin-1")
+
+
+USUAL = (
+    "Host: server.example.com",
+    "Upgrade: websocket",
+    "Connection: Upgrade",
+    f"Sec-WebSocket-Key: {RFC_KEY}",
+    "Sec-WebSocket-Version: 13",
+)
+
+
+def both_paths(head: bytes, subprotocols=(), origins=None):
+    """(accept_usual's answer, validate's answer) for a head the HTTP parser accepts."""
+    request, head_end = RequestParser().parse(bytearray(head))
+    assert request is not None and head_end == len(head)
+    fast = hs.accept_usual(
+        request.method, request.http_version, head, head_end,
+        subprotocols=subprotocols, origins=origins,
+    )  # fmt: skip
+    full = hs.validate(
+        request.method, request.http_version, request.headers,
+        subprotocols=subprotocols, origins=origins,
+    )  # fmt: skip
+    return fast, full
+
+
+def test_the_test_environment_runs_the_compiled_fast_path():
+    assert hs._accept_upgrade is not None
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        USUAL,
+        tuple(reversed(USUAL)),
+        ("host: h", "upgrade: WebSocket", "connection: keep-alive, Upgrade",  # Firefox
+         f"sec-websocket-key: {RFC_KEY}", "sec-websocket-version: 13"),
+        (*USUAL, "Origin: http://example.com", "Sec-WebSocket-Extensions: permessage-deflate",
+         "Sec-WebSocket-Protocol: chat", "User-Agent: Mozilla/5.0", "Cookie: a=b"),
+        ("Host:\t h \t", "Upgrade:websocket", "Connection:  upgrade ,  x ",
+         f"Sec-WebSocket-Key:  {RFC_KEY}\t", "Sec-WebSocket-Version: 13 "),
+        ("Host: h", "Upgrade: websocket", "Connection: x,,Upgrade,", "Sec-WebSocket-Key: "
+         "AAAAAAAAAAAAAAAAAAAAAA==", "Sec-WebSocket-Version: 13"),
+    ],
+)  # fmt: skip
+def test_usual_upgrades_take_the_fast_path_with_the_same_answer(fields):
+    fast, full = both_paths(head_of(*fields))
+    assert isinstance(fast, hs.Accept) and fast == full
+    if f"Sec-WebSocket-Key: {RFC_KEY}" in fields:
+        assert fast.accept == RFC_ACCEPT
+
+
+def without(name: str) -> tuple[str, ...]:
+    return tuple(f for f in USUAL if not f.lower().startswith(name))
+
+
+@pytest.mark.parametrize(
+    ("fields", "options"),
+    [
+        # (Host twice or missing never gets here: the HTTP parser answers 400.)
+        ((*without("upgrade"), "Upgrade: websocket, h2c"), {}),  # a list: validate decides
+        ((*without("upgrade"), "Upgrade: h2c"), {}),
+        ((*USUAL, "Connection: keep-alive"), {}),  # Connection twice
+        ((*without("connection"), "Connection: keep-alive"), {}),
+        ((*without("sec-websocket-key"), "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZR=="), {}),
+        ((*without("sec-websocket-key"), "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ="), {}),
+        ((*without("sec-websocket-key"), "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25j*Q=="), {}),
+        ((*USUAL, f"Sec-WebSocket-Key: {RFC_KEY}"), {}),
+        ((*without("sec-websocket-version"), "Sec-WebSocket-Version: 8"), {}),  # 426
+        ((*without("sec-websocket-version"), "Sec-WebSocket-Version: 013"), {}),
+        ((*without("sec-websocket-version"), "Sec-WebSocket-Version: 130"), {}),
+        ((*without("sec-websocket-version"), "Sec-WebSocket-Version: 13, 8"), {}),
+        ((*without("connection"), "Connection: upgrade-ish"), {}),
+        ((*without("upgrade"), "Upgrade: websockets"), {}),
+        (without("sec-websocket-version"), {}),
+        ((*USUAL, "Sec-WebSocket-Protocol: chat"), {"subprotocols": ("chat",)}),
+        ((*USUAL, "Sec-WebSocket-Protocol: x"), {"subprotocols": ("chat",)}),
+        (USUAL, {"origins": ["http://example.com"]}),
+    ],
+)
+def test_anything_else_is_left_to_validate(fields, options):
+    fast, full = both_paths(head_of(*fields), **options)
+    assert fast is None
+    assert full is not None  # validate answers it, accept or reject
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        head_of(*USUAL, request_line="HEAD /chat HTTP/1.1"),
+        head_of(*USUAL, request_line="GET /chat HTTP/1.0"),
+        head_of(*USUAL).replace(b"\r\n", b"\n"),  # bare LF lines
+        head_of(*USUAL[:1], " continued", *USUAL[1:]),  # obs-fold, if the parser allows it
+    ],
+)
+def test_unusual_heads_are_left_to_validate(head):
+    try:
+        request, head_end = RequestParser().parse(bytearray(head))
+    except HttpError:
+        return  # refused before any handshake check
+    assert hs.accept_usual(request.method, request.http_version, head, head_end) is None
+
+
+KEY = "Sec-WebSocket-Key: "
+VERSION = "Sec-WebSocket-Version: "
+FIELD_VARIANTS = {
+    "host": ["Host: h", "host: h", "HOST:h", "Host: ", "Host: a b"],
+    "upgrade": ["Upgrade: websocket", "upgrade: WEBSOCKET", "Upgrade: websocket ", "Upgrade: web",
+                "Upgrade: websocket, x", "Upgrade: x, websocket"],
+    "connection": ["Connection: Upgrade", "connection: upgrade, close", "Connection: upgradex",
+                   "Connection: ,upgrade", "Connection: close"],
+    "key": [KEY + RFC_KEY, KEY + "A" * 22 + "==", KEY + "A" * 21 + "B==",
+            KEY + "/" * 20 + "+w==", KEY + "A" * 23 + "=", "sec-websocket-key: " + "A" * 24],
+    "version": [VERSION + "13", "sec-websocket-version:13", VERSION + "1 3", VERSION + "13, 8"],
+    "extra": ["Sec-WebSocket-Protocol: chat", "Origin: o", "X-Any: thing",
+              "Sec-WebSocket-Protocols: x"],
+}  # fmt: skip
+
+
+USUAL_BY_NAME = dict(zip(["host", "upgrade", "connection", "key", "version"], USUAL, strict=True))
+
+
+@settings(deadline=None, max_examples=500)  # no timing limits in tests (machines are shared)
+@given(
+    changes=st.lists(
+        st.tuples(
+            st.sampled_from(sorted(FIELD_VARIANTS)),
+            st.integers(0, 9),
+            st.sampled_from(["replace", "add", "drop"]),
+        ),
+        max_size=4,
+    ),
+    protocols=st.sampled_from([(), ("chat",)]),
+    shuffle=st.randoms(use_true_random=False),
+)
+def test_fast_path_never_answers_differently(changes, protocols, shuffle):
+    """The usual upgrade with a few fields replaced, repeated or dropped, in any order:
+    the fast path declines, or gives validate()'s exact answer."""
+    fields = dict(USUAL_BY_NAME)
+    extra = []
+    for name, i, how in changes:
+        variant = FIELD_VARIANTS[name][i % len(FIELD_VARIANTS[name])]
+        if how == "drop":
+            fields.pop(name, None)
+        elif how == "replace" and name in USUAL_BY_NAME:
+            fields[name] = variant
+        else:
+            extra.append(variant)
+    lines = [*fields.values(), *extra]
+    shuffle.shuffle(lines)
+    try:
+        fast, full = both_paths(head_of(*lines), subprotocols=protocols)
+    except HttpError:
+        return
+    assert fast is None or fast == full
+
+
+def test_the_websocket_glue_takes_the_fast_path(monkeypatch):
+    """An upgrade through the handler is answered by the C routine (counted), with the
+    101 and accept key of RFC 6455 §1.3."""
+    calls = []
+    real = hs._accept_upgrade
+    monkeypatch.setattr(hs, "_accept_upgrade", lambda *args: calls.append(args[1]) or real(*args))
+    reactor = Reactor()
+    handler = make_handler(build_parser().parse_args(["--proto", "ws"]), reactor)
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    try:
+        reactor.add_connection(ours.detach(), handler)
+        head = head_of(*USUAL)
+        theirs.sendall(head)
+        reactor.run_once(1.0)
+        response = theirs.recv(4096)
+    finally:
+        theirs.close()
+        reactor.dispose()
+    assert calls == [len(head)]
+    assert response.startswith(b"HTTP/1.1 101 ") and RFC_ACCEPT.encode() in response

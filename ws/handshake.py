@@ -16,6 +16,11 @@ response, and ``Accept.response_with(extra_headers)`` adds headers (cookies...)
 to the 101. Extensions (permessage-deflate) are never negotiated: the offer is
 ignored, so frames with RSV bits set remain protocol errors.
 
+``accept_usual(method, http_version, head, length, ...)`` is the common case
+in one C call (``ws/csrc/upgrade.c``): it reads the fields from the request
+head's bytes and returns the same ``Accept`` as ``validate``, or None for
+anything else, which ``validate`` then decides (every rejection included).
+
 Subprotocols: the SERVER's preference wins. The first entry of the
 configured list that the client offered is chosen (so a server can prefer
 ``v2.chat`` over ``chat`` whatever order a client lists them in); nothing is
@@ -27,7 +32,13 @@ from __future__ import annotations
 import binascii
 import hashlib
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+try:  # reactor.ws._speedups, built by pip install (ws/csrc)
+    from ._speedups import ffi as _ffi
+    from ._speedups import lib as _lib
+except ImportError:  # pragma: no cover - no C compiler at install time
+    _lib = None
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3, §4.2.2
 SUPPORTED_VERSION = "13"  # RFC 6455 §4.1 / §4.4
@@ -109,6 +120,38 @@ def validate(
     offered = fields.get("sec-websocket-protocol")
     chosen = select_subprotocol(offered, subprotocols) if offered and subprotocols else None
     return Accept(accept, chosen, _switching_protocols(accept, chosen, extra_headers))
+
+
+_accept_upgrade = None if _lib is None else _lib.ws_accept_upgrade  # tests set None
+if _lib is not None:
+    _RESPONSE = _ffi.new("unsigned char[]", _lib.WS_UPGRADE_RESPONSE_SIZE)
+    _RESPONSE_BYTES = _ffi.buffer(_RESPONSE)
+    _ACCEPT_KEY = slice(_lib.WS_UPGRADE_ACCEPT_AT, _lib.WS_UPGRADE_ACCEPT_AT + 28)
+
+
+def accept_usual(
+    method: str,
+    http_version: tuple[int, int],
+    head: Any,
+    length: int,
+    *,
+    subprotocols: Sequence[str] = (),
+    origins: Iterable[str | None] | None = None,
+) -> Accept | None:
+    """The usual upgrade checked and answered by one C call: what ``validate``
+    returns for it, or None to let ``validate`` decide. ``head`` holds the
+    request head the fields were parsed from, from its first byte to its blank
+    line (``length`` bytes): bytes, or the C pointer of a receive buffer. It
+    declines whenever an Origin list or an offered subprotocol needs weighing."""
+    if _accept_upgrade is None or origins is not None:
+        return None
+    if method != "GET" or http_version != (1, 1):
+        return None
+    size = _accept_upgrade(head, length, 1 if subprotocols else 0, _RESPONSE, len(_RESPONSE))
+    if size < 0:
+        return None
+    response = _RESPONSE_BYTES[:size]
+    return Accept(response[_ACCEPT_KEY].decode("ascii"), None, response)
 
 
 _WANTED = frozenset(

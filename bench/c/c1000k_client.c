@@ -297,15 +297,15 @@ static void expected_accept(const char *key, char out[32])
     char joined[64];
     uint8_t digest[SHA1_DIGEST_SIZE];
     int len = snprintf(joined, sizeof joined, "%s%s", key, WS_GUID);
-    sha1(joined, (size_t)len, digest);
-    base64_encode(digest, SHA1_DIGEST_SIZE, out);
+    ws_sha1(joined, (size_t)len, digest);
+    ws_base64_encode(digest, SHA1_DIGEST_SIZE, out);
 }
 
 static int send_upgrade(struct client *cl, int fd, struct pending *p)
 {
     uint64_t nonce[2] = {rng_next(cl), rng_next(cl)};
     char key[32], request[512];
-    base64_encode((const uint8_t *)nonce, WS_KEY_BYTES, key);
+    ws_base64_encode((const uint8_t *)nonce, WS_KEY_BYTES, key);
     expected_accept(key, p->accept);
     int len = snprintf(request, sizeof request,
                        "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"

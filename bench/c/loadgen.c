@@ -560,8 +560,8 @@ static void expected_accept(const char *key, char out[32])
     char joined[64];
     uint8_t digest[SHA1_DIGEST_SIZE];
     int len = snprintf(joined, sizeof joined, "%s%s", key, WS_GUID);
-    sha1(joined, (size_t)len, digest);
-    base64_encode(digest, SHA1_DIGEST_SIZE, out);
+    ws_sha1(joined, (size_t)len, digest);
+    ws_base64_encode(digest, SHA1_DIGEST_SIZE, out);
 }
 
 static void make_upgrades(struct run *r)
@@ -574,7 +574,7 @@ static void make_upgrades(struct run *r)
         uint64_t a = rng_next(&r->rng), b = rng_next(&r->rng);
         memcpy(nonce, &a, 8), memcpy(nonce + 8, &b, 8);
         char key[32];
-        base64_encode(nonce, WS_KEY_BYTES, key);
+        ws_base64_encode(nonce, WS_KEY_BYTES, key);
         expected_accept(key, u->accept);
         int len = snprintf(u->request, sizeof u->request,
                            "GET %s HTTP/1.1\r\nHost: %s%s%s:%d\r\nUpgrade: websocket\r\n"
@@ -1083,7 +1083,7 @@ static bool check_sha1(const char *input, const char *hex)
 {
     uint8_t digest[SHA1_DIGEST_SIZE];
     char got[2 * SHA1_DIGEST_SIZE + 1];
-    sha1(input, strlen(input), digest);
+    ws_sha1(input, strlen(input), digest);
     for (int i = 0; i < SHA1_DIGEST_SIZE; i++)
         sprintf(got + 2 * i, "%02x", digest[i]);
     return strcmp(got, hex) == 0;

@@ -320,9 +320,9 @@ static int stage_upgrade(struct qsreactor *r, const char *key)
     memcpy(keyed, key, KEY_LENGTH);
     memcpy(keyed + KEY_LENGTH, WS_GUID, sizeof WS_GUID);
     uint8_t digest[SHA1_DIGEST_SIZE];
-    sha1(keyed, KEY_LENGTH + sizeof WS_GUID - 1, digest);
+    ws_sha1(keyed, KEY_LENGTH + sizeof WS_GUID - 1, digest);
     char accept[32];
-    base64_encode(digest, sizeof digest, accept);
+    ws_base64_encode(digest, sizeof digest, accept);
     char response[160];
     int n = snprintf(response, sizeof response,
                      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"

@@ -507,7 +507,16 @@ class WebSocketHandler(Handler):
         if not request.wants_upgrade:
             self._upgrade_required(conn, request)
             return
-        self._upgrade(conn, request, buf, head_end, end)
+        head = self._window.ptr if buf is self.reactor.recv_buffer else bytes(buf[:head_end])
+        answer = handshake.accept_usual(
+            request.method,
+            request.http_version,
+            head,
+            head_end,
+            subprotocols=self.subprotocols,
+            origins=self.origins,
+        )  # the usual upgrade in one C call; None: validate() decides
+        self._upgrade(conn, request, buf, head_end, end, answer)
 
     def accept_upgrade(self, conn: Connection, request: Request, buf: Any, pos: int) -> int:
         """Take over a connection whose upgrade head another handler parsed
@@ -515,15 +524,24 @@ class WebSocketHandler(Handler):
         and are processed as frames. Returns the HTTP status answered."""
         return self._upgrade(conn, request, buf, pos, len(buf))
 
-    def _upgrade(self, conn: Connection, request: Request, buf: Any, start: int, end: int) -> int:
+    def _upgrade(
+        self,
+        conn: Connection,
+        request: Request,
+        buf: Any,
+        start: int,
+        end: int,
+        answer: handshake.Accept | None = None,
+    ) -> int:
         conn.handler, conn.ctx = self, ANSWERED
-        answer = handshake.validate(
-            request.method,
-            request.http_version,
-            request.headers,
-            subprotocols=self.subprotocols,
-            origins=self.origins,
-        )
+        if answer is None:
+            answer = handshake.validate(
+                request.method,
+                request.http_version,
+                request.headers,
+                subprotocols=self.subprotocols,
+                origins=self.origins,
+            )
         if isinstance(answer, handshake.Accept):
             refusal = self._ask_app(request)
             if refusal is None:

@@ -13,6 +13,8 @@ Invariants, against an oracle written here from §4.2.1 / §4.2.2:
   subprotocol chosen by server preference (or none), and nothing else.
 - Every response is a well-formed HTTP/1.1 message: one status line, header
   lines without CR/LF/NUL inside (no injection), Content-Length = body size.
+- Through the parser, the C fast path (``accept_usual``, read from the head's
+  bytes) either declines or returns exactly what ``validate`` returns.
 """
 
 from __future__ import annotations
@@ -121,15 +123,15 @@ def check_reject(result, expected_status: int) -> None:
 
 
 def request_fields(data: bytes, through_parser: bool):
-    """(method, version, headers) or None when the HTTP parser refuses it."""
+    """(method, version, headers, head size or None) or None when the HTTP parser refuses it."""
     if through_parser:
         try:
-            request, _ = RequestParser().parse(data)
+            request, head_end = RequestParser().parse(data)
         except HttpError:
             return None
         if request is None:
             return None
-        return request.method, request.http_version, request.headers
+        return request.method, request.http_version, request.headers, head_end
     lines = data.decode("latin-1").split("\n")
     method, _, rest = lines[0].partition(" ")
     version = (1, 0) if rest.endswith("HTTP/1.0") else (1, 1)
@@ -137,7 +139,23 @@ def request_fields(data: bytes, through_parser: bool):
     for line in lines[1:]:
         name, _, value = line.partition(":")
         headers.append((name.strip().lower(), value.strip(OWS)))
-    return method, version, headers
+    return method, version, headers, None
+
+
+def check_fast_path(head: bytes, fields, subprotocols, origins_on: bool) -> None:
+    """The C fast path reads the head's bytes: it declines, or answers exactly as
+    validate() does from the parsed fields (with the subprotocol list and without)."""
+    method, version, headers, _ = fields
+    origins = ORIGINS if origins_on else None
+    for protocols in (subprotocols, ()):
+        fast = handshake.accept_usual(
+            method, version, head, len(head), subprotocols=protocols, origins=origins
+        )
+        if fast is not None:
+            full = handshake.validate(
+                method, version, headers, subprotocols=protocols, origins=origins
+            )
+            assert fast == full, (fast, full)
 
 
 def check(data: bytes) -> str:
@@ -146,7 +164,7 @@ def check(data: bytes) -> str:
     fields = request_fields(data[1:], through_parser=bool(options & 4))
     if fields is None:
         return "refused by the HTTP parser"
-    method, version, headers = fields
+    method, version, headers, head_end = fields
     result = handshake.validate(
         method,
         version,
@@ -154,6 +172,8 @@ def check(data: bytes) -> str:
         subprotocols=subprotocols,
         origins=ORIGINS if origins_on else None,
     )
+    if head_end is not None:
+        check_fast_path(data[1 : 1 + head_end], fields, subprotocols, origins_on)
     status, why = oracle(method, version, headers, origins_on)
     if status == 101:
         assert isinstance(result, handshake.Accept), f"rejected a valid upgrade: {result}"

@@ -5,6 +5,7 @@ extension module `reactor.ws._speedups` with:
 
     ws_unmask / ws_unmask_range   in-place RFC 6455 §5.3 unmasking (unmask.c)
     ws_parse_frames               one-call frame scanner for a receive window (frames.c)
+    ws_accept_upgrade             the usual opening handshake checked and answered (upgrade.c)
 """
 
 from cffi import FFI
@@ -18,13 +19,17 @@ ffibuilder.cdef(
     size_t ws_parse_frames(unsigned char *buf, size_t start, size_t end, uint64_t max_size,
                            int64_t *out, size_t cap);
     #define WS_DESCRIPTOR_SLOTS 3
+    int ws_accept_upgrade(const unsigned char *head, size_t len, int protocols_configured,
+                          unsigned char *out, size_t cap);
+    #define WS_UPGRADE_RESPONSE_SIZE 129
+    #define WS_UPGRADE_ACCEPT_AT 97
     """
 )
 ffibuilder.set_source(
     "reactor.ws._speedups",
-    '#include "unmask.h"\n#include "frames.h"',
+    '#include "unmask.h"\n#include "frames.h"\n#include "upgrade.h"',
     # Paths relative to the project root: setuptools runs builds from there.
-    sources=["ws/csrc/unmask.c", "ws/csrc/frames.c"],
+    sources=["ws/csrc/unmask.c", "ws/csrc/frames.c", "ws/csrc/upgrade.c", "ws/csrc/sha1.c"],
     include_dirs=["ws/csrc"],
     # -O3 lets GCC/Clang vectorize the unmask loops; -fno-strict-aliasing is
     # not needed because every type pun goes through memcpy.

@@ -38,7 +38,7 @@ static void sha1_block(uint32_t h[5], const uint8_t *block)
     h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e;
 }
 
-void sha1(const void *data, size_t len, uint8_t digest[SHA1_DIGEST_SIZE])
+void ws_sha1(const void *data, size_t len, uint8_t digest[SHA1_DIGEST_SIZE])
 {
     uint32_t h[5] = {0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0};
     const uint8_t *p = data;
@@ -63,7 +63,7 @@ void sha1(const void *data, size_t len, uint8_t digest[SHA1_DIGEST_SIZE])
             digest[4 * i + j] = (uint8_t)(h[i] >> (24 - 8 * j));
 }
 
-size_t base64_encode(const uint8_t *in, size_t len, char *out)
+size_t ws_base64_encode(const uint8_t *in, size_t len, char *out)
 {
     static const char alphabet[] =
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
