@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from testkit import REPO
@@ -171,86 +172,69 @@ def test_handshake_ignores_only_ows_around_values():
     assert isinstance(result, handshake.Reject) and result.status == 400
 
 
-HEAD_SANITIZED_ITERATIONS = 300_000  # ~1 s; every mutant in a heap block of its exact size
+SANITIZED_ITERATIONS = 300_000  # ~1 s each; every mutant in a heap block of its exact size
+WS_CSRC = REPO / "ws" / "csrc"
 
 
-def build_sanitized(tmp_path: Path, driver: str, csrc: Path, *sources: Path) -> Path:
-    """tests/fuzz/<driver>.c with the C sources it checks, under ASan and UBSan."""
-    binary = tmp_path / driver
+class SanitizedDriver(NamedTuple):
+    """tests/fuzz/<driver>.c runs a C parser on mutated, truncated heads, each in a heap block
+    of its exact size, under ASan and UBSan; ``breakage`` turns the parser's source into one
+    that reads a byte past the head (the driver must then abort)."""
+
+    driver: str
+    source: Path
+    helpers: tuple[Path, ...]
+    breakage: tuple[str, str]
+
+
+SANITIZED = {
+    "head scanner": SanitizedDriver(
+        "head_sanitized", REPO / "http" / "csrc" / "head.c", (),
+        ("if (i < len && p[i] == '\\n') { /* the empty line, bare LF */",
+         "if (i <= len && p[i] == '\\n') { /* the empty line, bare LF */"),
+    ),
+    "upgrade fast path": SanitizedDriver(
+        "upgrade_sanitized", WS_CSRC / "upgrade.c", (WS_CSRC / "sha1.c",),
+        ("memchr(p, '\\n', (size_t)(end - p))", "memchr(p, '\\n', (size_t)(end - p) + 1)"),
+    ),
+}  # fmt: skip
+
+
+def build_sanitized(tmp_path: Path, driver: SanitizedDriver, source: Path) -> Path:
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed")
+    binary = tmp_path / driver.driver
     subprocess.run(
         ["gcc", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
-         "-I", str(csrc), str(FUZZ / f"{driver}.c"), *map(str, sources), "-o", str(binary)],
+         "-I", str(driver.source.parent), "-I", str(FUZZ), str(FUZZ / f"{driver.driver}.c"),
+         str(source), *map(str, driver.helpers), "-o", str(binary)],
         check=True, capture_output=True, timeout=120,
     )  # fmt: skip
     return binary
 
 
-def build_head_sanitized(tmp_path: Path, source: Path) -> Path:
-    return build_sanitized(tmp_path, "head_sanitized", REPO / "http" / "csrc", source)
-
-
-WS_CSRC = REPO / "ws" / "csrc"
-
-
-def build_upgrade_sanitized(tmp_path: Path, source: Path) -> Path:
-    return build_sanitized(tmp_path, "upgrade_sanitized", WS_CSRC, source, WS_CSRC / "sha1.c")
-
-
-def test_head_scanner_is_memory_safe_under_sanitizers(tmp_path):
-    """http/csrc/head.c on 300k mutated, truncated heads, each in an exact-size
-    heap block, with AddressSanitizer and UBSan (tests/fuzz/head_sanitized.c)."""
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc is not installed")
-    binary = build_head_sanitized(tmp_path, REPO / "http" / "csrc" / "head.c")
+@pytest.mark.parametrize("name", list(SANITIZED))
+def test_c_parsers_are_memory_safe_under_sanitizers(tmp_path, name):
+    """http/csrc/head.c and ws/csrc/upgrade.c (with its SHA-1) on 300k mutants each."""
+    driver = SANITIZED[name]
+    binary = build_sanitized(tmp_path, driver, driver.source)
     run = subprocess.run(
-        [str(binary), str(HEAD_SANITIZED_ITERATIONS)], capture_output=True, text=True, timeout=300
+        [str(binary), str(SANITIZED_ITERATIONS)], capture_output=True, text=True, timeout=300
     )
     assert run.returncode == 0, run.stderr[-3000:]
     accepted = int(run.stdout.split()[1])
-    assert accepted > HEAD_SANITIZED_ITERATIONS // 20  # the mutants reach the accepting paths
+    assert accepted > SANITIZED_ITERATIONS // 20  # the mutants reach the accepting paths
 
 
-def test_head_sanitizer_check_catches_a_read_past_the_head(tmp_path):
-    """The same driver on a scanner that looks one byte past the end aborts."""
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc is not installed")
-    source = (REPO / "http" / "csrc" / "head.c").read_text()
-    broken = source.replace(
-        "if (i < len && p[i] == '\\n') { /* the empty line, bare LF */",
-        "if (i <= len && p[i] == '\\n') { /* the empty line, bare LF */",
-    )
+@pytest.mark.parametrize("name", list(SANITIZED))
+def test_sanitizer_check_catches_a_read_past_the_head(tmp_path, name):
+    """The same driver on a parser that looks one byte past the end aborts."""
+    driver = SANITIZED[name]
+    source = driver.source.read_text()
+    broken = source.replace(*driver.breakage)
     assert broken != source
-    (tmp_path / "head.c").write_text(broken)
-    binary = build_head_sanitized(tmp_path, tmp_path / "head.c")
-    run = subprocess.run([str(binary), "100000"], capture_output=True, text=True, timeout=300)
-    assert run.returncode != 0 and "heap-buffer-overflow" in run.stderr
-
-
-def test_upgrade_fast_path_is_memory_safe_under_sanitizers(tmp_path):
-    """ws/csrc/upgrade.c (and its SHA-1) on 300k mutated, truncated upgrade heads, each in
-    an exact-size heap block, with AddressSanitizer and UBSan (tests/fuzz/upgrade_sanitized.c)."""
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc is not installed")
-    binary = build_upgrade_sanitized(tmp_path, WS_CSRC / "upgrade.c")
-    run = subprocess.run(
-        [str(binary), str(HEAD_SANITIZED_ITERATIONS)], capture_output=True, text=True, timeout=300
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    accepted = int(run.stdout.split()[1])
-    assert accepted > HEAD_SANITIZED_ITERATIONS // 20  # the mutants reach the accepting path
-
-
-def test_upgrade_sanitizer_check_catches_a_read_past_the_head(tmp_path):
-    """The same driver on a fast path that looks one byte past the end aborts."""
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc is not installed")
-    source = (WS_CSRC / "upgrade.c").read_text()
-    broken = source.replace(
-        "memchr(p, '\\n', (size_t)(end - p))", "memchr(p, '\\n', (size_t)(end - p) + 1)"
-    )
-    assert broken != source
-    (tmp_path / "upgrade.c").write_text(broken)
-    binary = build_upgrade_sanitized(tmp_path, tmp_path / "upgrade.c")
+    (tmp_path / driver.source.name).write_text(broken)
+    binary = build_sanitized(tmp_path, driver, tmp_path / driver.source.name)
     run = subprocess.run([str(binary), "100000"], capture_output=True, text=True, timeout=300)
     assert run.returncode != 0 and "heap-buffer-overflow" in run.stderr
 

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "head.h"
+#include "mutate.h"
 
 static const char *const SEEDS[] = {
     "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -29,44 +30,15 @@ static const char *const SEEDS[] = {
 #define SEED_COUNT (sizeof(SEEDS) / sizeof(SEEDS[0]))
 #define MAX_HEAD 1024
 
-static uint64_t state = 0x9E3779B97F4A7C15u;
-
-static uint32_t next(uint32_t bound)
-{
-    state ^= state << 13;
-    state ^= state >> 7;
-    state ^= state << 17;
-    return (uint32_t)(state % bound);
-}
-
 int main(int argc, char **argv)
 {
     long iterations = argc > 1 ? atol(argv[1]) : 100000, accepted = 0;
 
     for (long n = 0; n < iterations; n++) {
         unsigned char head[MAX_HEAD];
-        const char *seed = SEEDS[next(SEED_COUNT)];
-        size_t len = strlen(seed);
+        size_t len = mutate(SEEDS[next(SEED_COUNT)], head, MAX_HEAD);
         int32_t info[2];
 
-        memcpy(head, seed, len);
-        for (uint32_t edits = next(5); edits > 0; edits--) {
-            size_t at = next((uint32_t)len + 1);
-            uint32_t op = next(3);
-
-            if (op == 0 && at < len) {
-                head[at] = (unsigned char)next(256);
-            } else if (op == 1 && len < MAX_HEAD) {
-                memmove(head + at + 1, head + at, len - at);
-                head[at] = (unsigned char)next(256);
-                len++;
-            } else if (op == 2 && at < len) {
-                memmove(head + at, head + at + 1, len - at - 1);
-                len--;
-            }
-        }
-        if (next(2))
-            len = next((uint32_t)len + 1);
         size_t cap = next(4) ? 2 * MAX_HEAD : next(48);
         unsigned char *input = malloc(len ? len : 1);
         unsigned char *pieces = malloc(cap ? cap : 1);
