@@ -34,11 +34,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
-try:  # reactor.ws._speedups, built by pip install (ws/csrc)
-    from ._speedups import ffi as _ffi
-    from ._speedups import lib as _lib
-except ImportError:  # pragma: no cover - no C compiler at install time
-    _lib = None
+from . import unmask as _unmask  # the one place that knows whether ws/csrc was built
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3, §4.2.2
 SUPPORTED_VERSION = "13"  # RFC 6455 §4.1 / §4.4
@@ -122,10 +118,11 @@ def validate(
     return Accept(accept, chosen, _switching_protocols(accept, chosen, extra_headers))
 
 
+_lib = _unmask._compiled_lib
 _accept_upgrade = None if _lib is None else _lib.ws_accept_upgrade  # tests set None
 if _lib is not None:
-    _RESPONSE = _ffi.new("unsigned char[]", _lib.WS_UPGRADE_RESPONSE_SIZE)
-    _RESPONSE_BYTES = _ffi.buffer(_RESPONSE)
+    _RESPONSE = _unmask._compiled_ffi.new("unsigned char[]", _lib.WS_UPGRADE_RESPONSE_SIZE)
+    _RESPONSE_BYTES = _unmask._compiled_ffi.buffer(_RESPONSE)
     _ACCEPT_KEY = slice(_lib.WS_UPGRADE_ACCEPT_AT, _lib.WS_UPGRADE_ACCEPT_AT + 28)
 
 

@@ -77,24 +77,21 @@ static bool canonical_key(const unsigned char *k, size_t len)
 
 enum field { F_OTHER, F_HOST, F_UPGRADE, F_CONNECTION, F_KEY, F_VERSION, F_PROTOCOL, F_COUNT };
 
+static const char *const FIELD_NAMES[F_COUNT] = {
+    [F_HOST] = "host",
+    [F_UPGRADE] = "upgrade",
+    [F_CONNECTION] = "connection",
+    [F_KEY] = "sec-websocket-key",
+    [F_VERSION] = "sec-websocket-version",
+    [F_PROTOCOL] = "sec-websocket-protocol",
+};
+
 static enum field classify(const unsigned char *name, size_t len)
 {
-    switch (len) {
-    case 4:
-        return same(name, len, "host") ? F_HOST : F_OTHER;
-    case 7:
-        return same(name, len, "upgrade") ? F_UPGRADE : F_OTHER;
-    case 10:
-        return same(name, len, "connection") ? F_CONNECTION : F_OTHER;
-    case 17:
-        return same(name, len, "sec-websocket-key") ? F_KEY : F_OTHER;
-    case 21:
-        return same(name, len, "sec-websocket-version") ? F_VERSION : F_OTHER;
-    case 22:
-        return same(name, len, "sec-websocket-protocol") ? F_PROTOCOL : F_OTHER;
-    default:
-        return F_OTHER;
-    }
+    for (int f = F_HOST; f < F_COUNT; f++)
+        if (same(name, len, FIELD_NAMES[f]))
+            return (enum field)f;
+    return F_OTHER;
 }
 
 int ws_accept_upgrade(const unsigned char *head, size_t len, int protocols_configured,
