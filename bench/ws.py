@@ -1,6 +1,7 @@
 """WebSocket benchmark: our ``--proto ws`` server side by side with picows, aiohttp, websockets,
 socketify (uWebSockets) and a minimal C echo server, in one run. Ours runs twice: as started
-by default, and as ``ours-busy-poll`` with ``--busy-poll 50`` (the latency option).
+by default (adaptive busy polling, up to 50 us), and as ``ours-no-spin`` with ``--busy-poll 0``
+(the loop always sleeps when it has nothing to do, as the peers' loops do).
 
 Scenarios (issue 3, "Benchmark"), each server pinned to CPU 0 and the C load generator
 (bench/c/loadgen) to CPU 1, repetitions alternating the servers, medians:
@@ -57,7 +58,7 @@ WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
 # The module each server needs, to skip the ones that are not installed.
 REQUIREMENTS = {
     "ours": "reactor.handlers.ws",
-    "ours-busy-poll": "reactor.handlers.ws",  # ours with --busy-poll BUSY_POLL_USEC
+    "ours-no-spin": "reactor.handlers.ws",  # ours with --busy-poll 0
     "picows": "picows",
     "aiohttp": "aiohttp",
     "websockets": "websockets",
@@ -87,13 +88,11 @@ SCENARIOS = {
     "idle": Scenario("idle", "idle", 10_000, 0, 0, "B/connection", higher_is_better=False),
 }
 
-BUSY_POLL_USEC = 50  # ours-busy-poll: covers a loopback round trip (~25 us) with margin
-
 # Issue 3's goals, as (scenario, server, ratio against picows, what it says).
 GOALS = (
     ("echo64", "ours", 1.0, "64 B echo >= 1.0x picows (aim 2x)"),
     ("rtt", "ours", 1.0, "one-at-a-time round trips >= 1.0x picows"),
-    ("rtt", "ours-busy-poll", 1.0, "the same with --busy-poll " + str(BUSY_POLL_USEC)),
+    ("rtt", "ours-no-spin", 1.0, "the same with --busy-poll 0 (no spinning)"),
     ("echo64k", "ours", 1.0, "64 KiB echo >= 1.0x picows"),
     ("handshake", "ours", 2.0, "handshakes/s >= 2x picows (aim: >= socketify)"),
 )
@@ -110,7 +109,7 @@ def server_commands(python: str, host: str, peer_loop: str) -> dict[str, list[st
         "socketify": [python, str(PEERS_DIR / "socketify_echo.py"), "--host", host],
         "c": [str(C_WS_SERVER), host, "0"],
     }  # fmt: skip
-    commands["ours-busy-poll"] = [*commands["ours"], "--busy-poll", str(BUSY_POLL_USEC)]
+    commands["ours-no-spin"] = [*commands["ours"], "--busy-poll", "0"]
     for name in ASYNCIO_PEERS:
         script = str(PEERS_DIR / f"{name}_echo.py")
         commands[name] = [python, script, "--host", host, "--loop", peer_loop]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import handlers
 from .loop import DEFAULT_MAX_SEND_BUFFER, MAX_BUSY_POLL, somaxconn
-from .workers import serve
+from .workers import DEFAULT_BUSY_POLL_USEC, serve
 
 DEFAULT_ROOT = Path(__file__).resolve().parent / "html"
 DEFAULT_PORT = 9501
@@ -80,11 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--busy-poll",
         type=busy_poll_usec,
-        default=0,
+        default="auto",
         metavar="USEC",
-        help="after each batch of events keep polling without sleeping for this many "
-        "microseconds (0: off): lower latency for request/response traffic, paid in CPU "
-        f"(at most {int(MAX_BUSY_POLL * 1e6)})",
+        help="after a batch of events keep polling without sleeping for up to this many "
+        "microseconds, adapting to the gaps between batches (0: off): lower latency for "
+        f"request/response traffic, paid in CPU (at most {int(MAX_BUSY_POLL * 1e6)}; auto: "
+        f"{DEFAULT_BUSY_POLL_USEC} when --workers is at most the CPUs this process may run "
+        "on, else 0)",
     )
     add(
         "--shutdown-timeout",
@@ -102,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def busy_poll_usec(text: str) -> int:
+def busy_poll_usec(text: str) -> int | None:
+    if text == "auto":
+        return None  # workers.serve() picks it once --workers is known
     value = int(text)
     if not 0 <= value <= MAX_BUSY_POLL * 1e6:
         raise argparse.ArgumentTypeError(f"must be 0..{int(MAX_BUSY_POLL * 1e6)} microseconds")

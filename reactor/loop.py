@@ -27,11 +27,16 @@ kept in a flag bit so it costs no memory per connection.
 Output is written first and buffered only when the kernel refuses part of it;
 EPOLLOUT is armed only while output is pending (or a handler asked for it).
 
-Busy polling (``busy_poll``, off by default): after a batch, keep calling
-``poll(0)`` for up to that long before blocking. A request/response peer's
-next message then finds the loop awake: no sleep and wake-up (about 10 us on
-our machines, a third of a loopback round trip), at the price of that much
-CPU after every batch. An idle server never spins (the spin follows events).
+Busy polling (``busy_poll``: the longest spin; 0 turns it off): after a
+batch, keep calling ``poll(0)`` for a while before blocking. A
+request/response peer's next message then finds the loop awake: no sleep and
+wake-up (about 10 us on our machines, a third of a loopback round trip). The
+spin adapts, like KVM's halt polling: it stays at ``busy_poll`` while the
+gaps between batches are shorter than that, halves after each wait that a
+full spin could not have bridged, and is off below an eighth of it; one short
+gap arms it again. So a chatty peer gets the spin, while sparse traffic (gaps
+longer than the spin) costs at most ~2x ``busy_poll`` of CPU before the loop
+sleeps directly again. An idle server never spins (the spin follows events).
 """
 
 from __future__ import annotations
@@ -242,6 +247,8 @@ class SignalWaker:
 
 class Reactor:
     """One epoll instance, its event blocks, timers and listeners."""
+
+    _clock = time.monotonic  # run()'s clock; tests of the spin policy drive a fake one
 
     def __init__(
         self,
@@ -696,7 +703,10 @@ class Reactor:
         """Dispatch events until stop(), or until a shutdown has closed everything."""
         self._running = True
         poll, fresh, timers = self._epoll.poll, self._fresh, self._timers
-        max_events, monotonic, spin = self.max_events, time.monotonic, self.busy_poll
+        max_events, monotonic, spin_max = self.max_events, self._clock, self.busy_poll
+        spin = spin_max  # this gap's spin: adapts between 0 and spin_max (module docstring)
+        spin_floor = spin_max / 8
+        waited_since = 0.0  # start of a wait that follows a batch, while spinning is on
         events: list[tuple[int, int]] = []
         while self._running and not (self.stopping and self.connection_count == 0):
             if fresh:
@@ -710,16 +720,27 @@ class Reactor:
                     timeout = self._poll_timeout()
                 elif when - self.now < timeout:  # self.now: as of the last poll
                     timeout = max(0.0, when - monotonic())
-            if spin and events and timeout:  # busy polling (module docstring)
+            if not (spin_max and events and timeout):
+                events = poll(timeout, max_events)
+            elif spin:  # a batch just ran: poll a while before sleeping
                 events = poll(0, max_events)
-                until = monotonic() + min(spin, timeout)
-                while not events and monotonic() < until:
-                    events = poll(0, max_events)
                 if not events:
-                    events = poll(timeout, max_events)
-            else:
+                    waited_since = monotonic()
+                    until = waited_since + min(spin, timeout)
+                    while not events and monotonic() < until:
+                        events = poll(0, max_events)
+                    if not events:
+                        events = poll(timeout, max_events)
+            else:  # spinning is off for now: sleep, but time the gap
+                waited_since = monotonic()
                 events = poll(timeout, max_events)
             self.now = now = monotonic()
+            if waited_since:  # would a full spin have bridged this gap?
+                if now - waited_since <= spin_max:
+                    spin = spin_max
+                else:
+                    spin = spin / 2 if spin / 2 >= spin_floor else 0.0
+                waited_since = 0.0
             if int(now) != self.tick:  # one shared int per second for last_active
                 self.tick = int(now)
             if events:

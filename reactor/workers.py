@@ -27,12 +27,23 @@ from .loop import Reactor
 log = logging.getLogger("reactor")
 
 RESPAWN_BACKOFF = 1.0  # seconds before restarting a worker that died young
+DEFAULT_BUSY_POLL_USEC = 50  # spins of 10-20 us bridge a loopback peer's turnaround; 50 covers
+#                              a slower peer, and the spin adapts (reactor/loop.py docstring)
 YOUNG_WORKER = 2.0  # a worker dying sooner than this after start is "young"
 KILL_GRACE = 2.0  # seconds past --shutdown-timeout before stragglers get SIGKILL
 SUPERVISOR_SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT}
 
 
+def default_busy_poll(workers: int) -> int:
+    """--busy-poll auto: on, unless the workers outnumber the CPUs (spinning
+    workers would then take turns on a core that another one needs, the case
+    Seastar's --overprovisioned switch covers)."""
+    return DEFAULT_BUSY_POLL_USEC if workers <= len(os.sched_getaffinity(0)) else 0
+
+
 def serve(options: argparse.Namespace, module: ModuleType) -> int:
+    if options.busy_poll is None:
+        options.busy_poll = default_busy_poll(options.workers)
     if options.workers == 1 and not options.port_per_worker:
         return run_worker(options, module, options.port, reuse_port=False)
     return Supervisor(options, module).run()
@@ -57,12 +68,14 @@ def run_worker(
     host, bound_port = sock.getsockname()[:2]
     soft, hard = options.fd_limit
     log.info(
-        "listening on %s:%d proto=%s workers=%d max_connections=%d open-file limit %d (hard %d)",
+        "listening on %s:%d proto=%s workers=%d max_connections=%d busy_poll=%dus "
+        "open-file limit %d (hard %d)",
         host,
         bound_port,
         options.proto,
         options.workers,
         reactor.max_connections,
+        options.busy_poll,
         soft,
         hard,
     )

@@ -352,10 +352,10 @@ def test_disturbed_repetitions_are_measured_again() -> None:
     assert (result["noisy"], result["attempt"], result["disturbed_attempts"]) == (True, 0, [])
 
 
-def test_busy_poll_goal_is_judged_on_its_own_server() -> None:
-    summaries = {"rtt": {"ours": {"value": 90.0}, "ours-busy-poll": {"value": 180.0},
+def test_no_spin_variant_is_judged_on_its_own_server() -> None:
+    summaries = {"rtt": {"ours": {"value": 180.0}, "ours-no-spin": {"value": 90.0},
                          "picows": {"value": 100.0}}}  # fmt: skip
     goals = ws_bench.goal_lines(summaries)
-    assert goals[0].endswith("0.90x -> NOT met")  # ours as started by default
-    assert "--busy-poll 50" in goals[1] and goals[1].endswith("1.80x -> met")
+    assert goals[0].endswith("1.80x -> met")  # ours as started by default
+    assert "--busy-poll 0" in goals[1] and goals[1].endswith("0.90x -> NOT met")
     assert len(ws_bench.goal_lines({"rtt": {"ours": {"value": 90.0}}})) == 1  # not in the run

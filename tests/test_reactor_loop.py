@@ -449,6 +449,84 @@ def test_busy_poll_is_off_by_default():
     assert [t for t, _ in polls if t == 0] == []
 
 
+STEP = 2.0**-20  # ~1 µs of fake time per zero-timeout poll: binary, so sums stay exact
+
+
+class ScriptedEpoll:
+    """A fake epoll and clock for the spin policy: one message arrives after
+    each of ``gaps`` (in STEPs, counted from the end of the previous batch).
+    A zero-timeout poll costs one STEP of fake time; a blocking poll sleeps
+    until the next arrival. ``spins_after[i]``: the zero-timeout polls made
+    after batch i, the one that finds the next message included."""
+
+    def __init__(self, reactor: Reactor, fd: int, peer: socket.socket, gaps: list[int]):
+        self.real, self.reactor, self.fd, self.peer = reactor._epoll, reactor, fd, peer
+        self.gaps = list(gaps)
+        self.now = 100.0
+        self.due: float | None = self.now + self.gaps.pop(0) * STEP
+        self.spins_after: list[int] = []
+        reactor._clock = self.clock
+
+    def clock(self) -> float:
+        return self.now
+
+    def poll(self, timeout, maxevents):
+        if timeout == 0 and self.spins_after:
+            self.spins_after[-1] += 1
+        if self.due is None:  # the script is over
+            self.reactor.stop()
+            self.now += STEP
+            return []
+        if timeout == 0 and self.now < self.due:
+            self.now += STEP
+            return []
+        self.now = max(self.now, self.due)
+        self.peer.sendall(b"x")
+        self.due = self.now + self.gaps.pop(0) * STEP if self.gaps else None
+        self.spins_after.append(0)
+        return [(self.fd, EPOLLIN)]
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def spins_for_gaps(gaps: list[int], busy_poll_steps: int) -> list[int]:
+    reactor = Reactor(busy_poll=busy_poll_steps * STEP)
+    conn, peer = pair(reactor, EchoHandler())
+    scripted = ScriptedEpoll(reactor, conn.fd, peer, gaps)
+    reactor._epoll = scripted
+    try:
+        reactor.run()
+        assert peer.recv(64) == b"x" * len(gaps)  # every message was echoed
+    finally:
+        peer.close()
+        reactor.dispose()
+    return scripted.spins_after[:-1]  # the last batch has no next message
+
+
+def test_busy_poll_keeps_spinning_while_gaps_are_short():
+    spins = spins_for_gaps([0] + [20] * 10, busy_poll_steps=50)
+    assert spins == [21] * 10  # each 20-step gap found by the spin: 20 misses + 1 hit
+
+
+def test_busy_poll_halves_after_long_gaps_then_stops_and_a_short_gap_rearms_it():
+    long_gap, short_gap = 10_000, 10
+    spins = spins_for_gaps([0] + [long_gap] * 6 + [short_gap] * 3, busy_poll_steps=40)
+    # a miss spins its whole window (+1: the first poll), then the loop sleeps;
+    # the window halves each time: 40, 20, 10, 5 steps, then below 40/8: off
+    assert spins[:6] == [41, 21, 11, 6, 0, 0], spins
+    # the first short gap is slept through, but it shows that a spin would have
+    # bridged it: the full window is back and finds the next ones
+    assert spins[6:] == [0, 11, 11], spins
+
+
+def test_busy_poll_gap_within_a_full_spin_restores_it():
+    # a long gap halves the window to 25; a 45-step gap then misses that spin, but a
+    # full one (50) would have bridged it, so the next 45-step gap is found
+    spins = spins_for_gaps([0, 10_000, 45, 45], busy_poll_steps=50)
+    assert spins == [51, 26, 46], spins
+
+
 @pytest.mark.parametrize("busy_poll", [-0.001, 0.011])
 def test_busy_poll_is_bounded(busy_poll):
     with pytest.raises(ValueError):

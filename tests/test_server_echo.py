@@ -118,6 +118,35 @@ def test_busy_poll_answers_and_does_not_spin_while_idle(server_factory):
         assert echo_once(sock, b"again") == b"again"
 
 
+def test_busy_poll_stops_spinning_for_sparse_traffic(server_factory):
+    # A fixed 10 ms spin after each of 40 messages 30 ms apart would burn 0.4 s of CPU;
+    # the adaptive spin halves after each gap it cannot bridge and is soon off.
+    server = server_factory("--proto", "echo", "--busy-poll", "10000")
+    with server.connect() as sock:
+        assert echo_once(sock, b"warm") == b"warm"
+        before = cpu_seconds(server.pid)
+        for i in range(40):
+            time.sleep(0.03)
+            sock.sendall(b"%02d" % i)
+            assert recv_exactly(sock, 2) == b"%02d" % i
+        burned = cpu_seconds(server.pid) - before
+    assert burned < 0.15, f"{burned:.2f}s of CPU for 40 sparse messages: the spin did not adapt"
+
+
+def test_busy_poll_is_on_by_default_for_a_worker_per_cpu(server_factory):
+    server = server_factory("--proto", "echo")
+    server.wait_for_log(r"busy_poll=50us")
+
+
+def test_busy_poll_default_is_off_when_workers_outnumber_cpus(monkeypatch):
+    from reactor import cli, workers
+
+    monkeypatch.setattr(workers.os, "sched_getaffinity", lambda pid: {0, 1})
+    assert [workers.default_busy_poll(n) for n in (1, 2, 3)] == [50, 50, 0]
+    assert cli.build_parser().parse_args([]).busy_poll is None  # auto: decided by serve()
+    assert cli.build_parser().parse_args(["--busy-poll", "0"]).busy_poll == 0
+
+
 def test_busy_poll_option_is_checked():
     out = subprocess.run(
         [sys.executable, "-m", "reactor", "--busy-poll", "20000"],
