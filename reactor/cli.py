@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         metavar="USEC",
         help="after a batch of events keep polling without sleeping for up to this many "
-        "microseconds, adapting to the gaps between batches (0: off): lower latency for "
+        "microseconds, backing off while that finds nothing (0: off): lower latency for "
         f"request/response traffic, paid in CPU (at most {int(MAX_BUSY_POLL * 1e6)}; auto: "
         f"{DEFAULT_BUSY_POLL_USEC} when --workers is at most the CPUs this process may run "
         "on, else 0)",

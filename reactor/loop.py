@@ -27,16 +27,17 @@ kept in a flag bit so it costs no memory per connection.
 Output is written first and buffered only when the kernel refuses part of it;
 EPOLLOUT is armed only while output is pending (or a handler asked for it).
 
-Busy polling (``busy_poll``: the longest spin; 0 turns it off): after a
-batch, keep calling ``poll(0)`` for a while before blocking. A
+Busy polling (``busy_poll``: the spin's length; 0 turns it off): after a
+batch, keep calling ``poll(0)`` for up to that long before blocking. A
 request/response peer's next message then finds the loop awake: no sleep and
 wake-up (about 10 us on our machines, a third of a loopback round trip). The
-spin adapts, like KVM's halt polling: it stays at ``busy_poll`` while the
-gaps between batches are shorter than that, halves after each wait that a
-full spin could not have bridged, and is off below an eighth of it; one short
-gap arms it again. So a chatty peer gets the spin, while sparse traffic (gaps
-longer than the spin) costs at most ~2x ``busy_poll`` of CPU before the loop
-sleeps directly again. An idle server never spins (the spin follows events).
+spin backs off where it does not pay: after a spin that found nothing the
+loop sleeps directly after the next 1, 2, 4, ... 64 batches before it spins
+again, and a spin that finds events resets that. So a chatty peer keeps the
+spin, while sparse traffic costs a spin's length every 64 batches in the long
+run. (Timing the gaps instead misjudges them: a gap slept through includes
+the wake-up that a spin would have saved.) An idle server never spins (the
+spin follows events).
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ BLOCK_SIZE = 1024  # slots per event block, as the C design's qseventblock
 RECV_BUFFER_SIZE = 256 * 1024  # one read: large enough to batch many small frames
 MAX_EVENTS = 4096  # per poll; bounds the time before timers run again
 MAX_BUSY_POLL = 0.01  # seconds: a longer spin is a busy server that never sleeps
+SPIN_BACKOFF_MAX = 64  # batches slept through between spins at most, while they find nothing
 ACCEPT_BATCH = 256  # accepts per listener wakeup: drains bursts without starving reads
 DEFAULT_MAX_SEND_BUFFER = 4 * 1024 * 1024  # per-connection output bound before reads pause
 EMFILE_RETRY_DELAY = 0.25  # seconds without accepting after running out of fds
@@ -703,10 +705,9 @@ class Reactor:
         """Dispatch events until stop(), or until a shutdown has closed everything."""
         self._running = True
         poll, fresh, timers = self._epoll.poll, self._fresh, self._timers
-        max_events, monotonic, spin_max = self.max_events, self._clock, self.busy_poll
-        spin = spin_max  # this gap's spin: adapts between 0 and spin_max (module docstring)
-        spin_floor = spin_max / 8
-        waited_since = 0.0  # start of a wait that follows a batch, while spinning is on
+        max_events, monotonic, spin = self.max_events, self._clock, self.busy_poll
+        sleeps_left = 0  # batches to sleep after before the next spin (module docstring)
+        backoff = 1  # what the next spin that finds nothing sets sleeps_left to
         events: list[tuple[int, int]] = []
         while self._running and not (self.stopping and self.connection_count == 0):
             if fresh:
@@ -720,27 +721,23 @@ class Reactor:
                     timeout = self._poll_timeout()
                 elif when - self.now < timeout:  # self.now: as of the last poll
                     timeout = max(0.0, when - monotonic())
-            if not (spin_max and events and timeout):
+            if not (spin and events and timeout):
                 events = poll(timeout, max_events)
-            elif spin:  # a batch just ran: poll a while before sleeping
+            elif sleeps_left:  # recent spins found nothing
+                sleeps_left -= 1
+                events = poll(timeout, max_events)
+            else:  # a batch just ran: poll a while before sleeping
                 events = poll(0, max_events)
                 if not events:
-                    waited_since = monotonic()
-                    until = waited_since + min(spin, timeout)
+                    until = monotonic() + min(spin, timeout)
                     while not events and monotonic() < until:
                         events = poll(0, max_events)
-                    if not events:
+                    if events:
+                        backoff = 1
+                    else:
+                        sleeps_left, backoff = backoff, min(2 * backoff, SPIN_BACKOFF_MAX)
                         events = poll(timeout, max_events)
-            else:  # spinning is off for now: sleep, but time the gap
-                waited_since = monotonic()
-                events = poll(timeout, max_events)
             self.now = now = monotonic()
-            if waited_since:  # would a full spin have bridged this gap?
-                if now - waited_since <= spin_max:
-                    spin = spin_max
-                else:
-                    spin = spin / 2 if spin / 2 >= spin_floor else 0.0
-                waited_since = 0.0
             if int(now) != self.tick:  # one shared int per second for last_active
                 self.tick = int(now)
             if events:

@@ -55,6 +55,22 @@ def test_loadgen_selftest(tools: None) -> None:
     assert all(value is True for key, value in result.items() if key != "mode")
 
 
+def test_busy_poll_bench_measures_each_configuration(tmp_path: Path) -> None:
+    argv = [
+        sys.executable, str(REPO / "bench" / "busy_poll.py"), "--pauses", "100",
+        "--seconds", "0.3", "--config", "off=--busy-poll 0", "--config", "spin=--busy-poll 50",
+        "--results-dir", str(tmp_path),
+    ]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    (result_file,) = tmp_path.glob("busy_poll-*.json")
+    runs = json.loads(result_file.read_text())["runs"]
+    assert [(run["config"], run["pause_us"]) for run in runs] == [("off", 100), ("spin", 100)]
+    for run in runs:
+        assert run["exchanges"] > 100 and 0 < run["server_cpu_share"] <= 1.05
+        assert run["us_per_exchange"] >= 100  # the pause is part of every exchange
+
+
 def run_echo_harness(tmp_path: Path, servers: str) -> dict:
     argv = [
         sys.executable, str(REPO / "bench" / "echo.py"), "--no-build", "--servers", servers,

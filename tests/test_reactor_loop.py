@@ -465,6 +465,7 @@ class ScriptedEpoll:
         self.now = 100.0
         self.due: float | None = self.now + self.gaps.pop(0) * STEP
         self.spins_after: list[int] = []
+        self.echoed = 0
         reactor._clock = self.clock
 
     def clock(self) -> float:
@@ -481,10 +482,18 @@ class ScriptedEpoll:
             self.now += STEP
             return []
         self.now = max(self.now, self.due)
+        self.drain()
         self.peer.sendall(b"x")
         self.due = self.now + self.gaps.pop(0) * STEP if self.gaps else None
         self.spins_after.append(0)
         return [(self.fd, EPOLLIN)]
+
+    def drain(self) -> None:
+        """Read the echoes so far (a socketpair buffers ~250 one-byte writes)."""
+        try:
+            self.echoed += len(self.peer.recv(65536, socket.MSG_DONTWAIT))
+        except BlockingIOError:
+            pass
 
     def __getattr__(self, name):
         return getattr(self.real, name)
@@ -497,7 +506,8 @@ def spins_for_gaps(gaps: list[int], busy_poll_steps: int) -> list[int]:
     reactor._epoll = scripted
     try:
         reactor.run()
-        assert peer.recv(64) == b"x" * len(gaps)  # every message was echoed
+        scripted.drain()
+        assert scripted.echoed == len(gaps)  # every message was echoed
     finally:
         peer.close()
         reactor.dispose()
@@ -509,22 +519,28 @@ def test_busy_poll_keeps_spinning_while_gaps_are_short():
     assert spins == [21] * 10  # each 20-step gap found by the spin: 20 misses + 1 hit
 
 
-def test_busy_poll_halves_after_long_gaps_then_stops_and_a_short_gap_rearms_it():
+def test_busy_poll_backs_off_exponentially_while_spins_find_nothing():
+    spins = spins_for_gaps([0] + [10_000] * 40, busy_poll_steps=40)
+    spun = [i for i, count in enumerate(spins) if count]
+    # a fruitless spin is the whole window (+1: the first poll); the loop then sleeps
+    # after the next 1, 2, 4, 8, 16 batches before it tries again
+    assert spun == [0, 2, 5, 10, 19, 36], spins
+    assert {spins[i] for i in spun} == {41}
+
+
+def test_busy_poll_backoff_is_capped():
+    spins = spins_for_gaps([0] + [10_000] * 300, busy_poll_steps=4)
+    spun = [i for i, count in enumerate(spins) if count]
+    assert [b - a for a, b in zip(spun, spun[1:], strict=False)][-2:] == [65, 65]  # 64 sleeps
+
+
+def test_busy_poll_spin_that_finds_events_resets_the_backoff():
     long_gap, short_gap = 10_000, 10
-    spins = spins_for_gaps([0] + [long_gap] * 6 + [short_gap] * 3, busy_poll_steps=40)
-    # a miss spins its whole window (+1: the first poll), then the loop sleeps;
-    # the window halves each time: 40, 20, 10, 5 steps, then below 40/8: off
-    assert spins[:6] == [41, 21, 11, 6, 0, 0], spins
-    # the first short gap is slept through, but it shows that a spin would have
-    # bridged it: the full window is back and finds the next ones
-    assert spins[6:] == [0, 11, 11], spins
-
-
-def test_busy_poll_gap_within_a_full_spin_restores_it():
-    # a long gap halves the window to 25; a 45-step gap then misses that spin, but a
-    # full one (50) would have bridged it, so the next 45-step gap is found
-    spins = spins_for_gaps([0, 10_000, 45, 45], busy_poll_steps=50)
-    assert spins == [51, 26, 46], spins
+    gaps = [0] + [long_gap] * 3 + [short_gap] * 3 + [long_gap] * 4
+    spins = spins_for_gaps(gaps, busy_poll_steps=40)
+    # misses after batches 0 and 2 (then sleeps after 1, then 2 batches); the spin after
+    # batch 5 finds the next message, so the miss after batch 6 costs 1 batch, not 4
+    assert spins == [41, 0, 41, 0, 0, 11, 41, 0, 41, 0], spins
 
 
 @pytest.mark.parametrize("busy_poll", [-0.001, 0.011])
