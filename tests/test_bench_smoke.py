@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from testkit import run_bench
 from websockets.sync.server import ServerConnection, serve
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,15 +56,12 @@ def test_loadgen_selftest(tools: None) -> None:
 
 
 def test_busy_poll_bench_measures_each_configuration(tmp_path: Path) -> None:
-    argv = [
-        sys.executable, str(REPO / "bench" / "busy_poll.py"), "--pauses", "100",
-        "--seconds", "0.3", "--config", "off=--busy-poll 0", "--config", "spin=--busy-poll 50",
-        "--results-dir", str(tmp_path),
-    ]  # fmt: skip
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    (result_file,) = tmp_path.glob("busy_poll-*.json")
-    runs = json.loads(result_file.read_text())["runs"]
+    _, record = run_bench(
+        REPO / "bench" / "busy_poll.py", "--pauses", "100", "--seconds", "0.3",
+        "--config", "off=--busy-poll 0", "--config", "spin=--busy-poll 50",
+        results_dir=tmp_path,
+    )  # fmt: skip
+    runs = record["runs"]
     assert [(run["config"], run["pause_us"]) for run in runs] == [("off", 100), ("spin", 100)]
     for run in runs:
         assert run["exchanges"] > 100 and 0 < run["server_cpu_share"] <= 1.05
@@ -72,16 +69,11 @@ def test_busy_poll_bench_measures_each_configuration(tmp_path: Path) -> None:
 
 
 def run_echo_harness(tmp_path: Path, servers: str) -> dict:
-    argv = [
-        sys.executable, str(REPO / "bench" / "echo.py"), "--no-build", "--servers", servers,
-        "--duration", "1", "--warmup", "0", "--repeat", "1", "--quiet-timeout", "0",
-        "--results-dir", str(tmp_path),
-    ]  # fmt: skip
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    (result_file,) = tmp_path.glob("echo-*.json")
-    record = json.loads(result_file.read_text())
-    assert record["table"] in done.stdout
+    stdout, record = run_bench(
+        REPO / "bench" / "echo.py", "--no-build", "--servers", servers, "--duration", "1",
+        "--warmup", "0", "--repeat", "1", "--quiet-timeout", "0", results_dir=tmp_path,
+    )  # fmt: skip
+    assert record["table"] in stdout
     return record
 
 

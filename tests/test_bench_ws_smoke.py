@@ -21,6 +21,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from testkit import run_bench
 from websockets.sync.client import connect
 
 REPO = Path(__file__).resolve().parents[1]
@@ -187,17 +188,12 @@ def test_peer_echo_servers(tools: None, name: str) -> None:
 def test_ws_benchmark_end_to_end(tools: None, tmp_path: Path) -> None:
     """Ours and the reference peer (or the C server without picows), two scenarios."""
     servers = ["ours", "c" if peer_missing("picows") else "picows"]
-    argv = [
-        sys.executable, str(BENCH / "ws.py"), "--no-build", "--quick",
-        "--servers", ",".join(servers), "--scenarios", "echo64,idle", "--duration", "0.3",
-        "--idle-connections", "300", "--idle-settle", "0.2", "--quiet-timeout", "0",
-        "--results-dir", str(tmp_path),
-    ]  # fmt: skip
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    (result_file,) = tmp_path.glob("ws-*.json")
-    record = json.loads(result_file.read_text())
-    assert record["table"] in done.stdout
+    stdout, record = run_bench(
+        BENCH / "ws.py", "--no-build", "--quick", "--servers", ",".join(servers),
+        "--scenarios", "echo64,idle", "--duration", "0.3", "--idle-connections", "300",
+        "--idle-settle", "0.2", "--quiet-timeout", "0", results_dir=tmp_path,
+    )  # fmt: skip
+    assert record["table"] in stdout
     assert record["servers"] == servers
     assert [(r["scenario"], r["server"]) for r in record["runs"]] == [
         (scenario, name) for scenario in ("echo64", "idle") for name in servers
@@ -213,10 +209,10 @@ def test_ws_benchmark_end_to_end(tools: None, tmp_path: Path) -> None:
             r for r in record["runs"] if r["scenario"] == "idle" and r["server"] == name
         )
         assert idle_run["alive_at_sample"] == idle_run["opened"] == 300
-    assert "## Goals of issue 3 for ours" in done.stdout
+    assert "## Goals of issue 3 for ours" in stdout
     if "picows" in servers:
         assert "(1.00x)" in record["table"]  # the reference against itself
-        assert "not measured" not in done.stdout  # every goal of these scenarios has a ratio
+        assert "not measured" not in stdout  # every goal of these scenarios has a ratio
 
 
 def test_ws_benchmark_rejects_unknown_names() -> None:
@@ -294,19 +290,16 @@ def test_idle_clients_check_the_accept_key(wrong_accept_server: int) -> None:
 
 
 def test_unmask_benchmark_runs_and_verifies(tmp_path: Path) -> None:
-    argv = [sys.executable, str(BENCH / "unmask.py"), "--quick", "--repeat", "1",
-            "--sizes", "125,5000", "--cpu", "-1", "--quiet-timeout", "0",
-            "--results-dir", str(tmp_path)]  # fmt: skip
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    (result_file,) = tmp_path.glob("unmask-*.json")
-    record = json.loads(result_file.read_text())
+    stdout, record = run_bench(
+        BENCH / "unmask.py", "--quick", "--repeat", "1", "--sizes", "125,5000", "--cpu", "-1",
+        "--quiet-timeout", "0", results_dir=tmp_path,
+    )  # fmt: skip
     assert record["impl"] == "cffi"
     names = {r["implementation"] for r in record["results"]}
     assert {"cffi window (hot path)", "cffi unmask()", "python fallback", "memory copy"} <= names
     assert all(r["correct"] and r["bytes_per_s"] > 0 for r in record["results"])
     assert {r["size"] for r in record["results"]} == {125, 5000}
-    assert record["table"] in done.stdout
+    assert record["table"] in stdout
 
 
 def test_unmask_benchmark_flags_a_wrong_implementation(monkeypatch) -> None:

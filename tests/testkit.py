@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -78,6 +79,16 @@ class ServerProcess:
                 self.proc.wait()
         self._reader.join(5)
         return self.proc.returncode
+
+
+def run_bench(script: Path, *args: str, results_dir: Path, timeout: float = 60) -> tuple[str, dict]:
+    """Run a bench/ script that writes one ``<name>-<time>.json`` into results_dir
+    and exits 0; return its stdout and that record."""
+    argv = [sys.executable, str(script), *args, "--results-dir", str(results_dir)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr
+    (result_file,) = results_dir.glob(f"{script.stem}-*.json")
+    return done.stdout, json.loads(result_file.read_text())
 
 
 def recv_exactly(sock: socket.socket, size: int) -> bytes:
