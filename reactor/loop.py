@@ -706,7 +706,7 @@ class Reactor:
         self._running = True
         poll, fresh, timers = self._epoll.poll, self._fresh, self._timers
         max_events, monotonic, spin = self.max_events, self._clock, self.busy_poll
-        sleeps_left = 0  # batches to sleep after before the next spin (module docstring)
+        sleeps_left = 0  # batches after which the loop sleeps at once (module docstring)
         backoff = 1  # what the next spin that finds nothing sets sleeps_left to
         events: list[tuple[int, int]] = []
         while self._running and not (self.stopping and self.connection_count == 0):

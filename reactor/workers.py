@@ -28,7 +28,7 @@ log = logging.getLogger("reactor")
 
 RESPAWN_BACKOFF = 1.0  # seconds before restarting a worker that died young
 DEFAULT_BUSY_POLL_USEC = 50  # spins of 10-20 us bridge a loopback peer's turnaround; 50 covers
-#                              a slower peer, and the spin adapts (reactor/loop.py docstring)
+#                              a slower peer, and the spin backs off (reactor/loop.py docstring)
 YOUNG_WORKER = 2.0  # a worker dying sooner than this after start is "young"
 KILL_GRACE = 2.0  # seconds past --shutdown-timeout before stragglers get SIGKILL
 SUPERVISOR_SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT}
@@ -42,7 +42,7 @@ def default_busy_poll(workers: int) -> int:
 
 
 def serve(options: argparse.Namespace, module: ModuleType) -> int:
-    if options.busy_poll is None:
+    if options.busy_poll in (None, "auto"):  # None from the parser, "auto" from serve()
         options.busy_poll = default_busy_poll(options.workers)
     if options.workers == 1 and not options.port_per_worker:
         return run_worker(options, module, options.port, reuse_port=False)

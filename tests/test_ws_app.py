@@ -348,12 +348,13 @@ def test_serve_embeds_the_server_in_a_few_lines(apps_path):
     embedded = Embedded(
         "import wsapps\n"
         "from reactor.server import serve\n"
-        "raise SystemExit(serve(wsapps.Recorder(), port=0, ping_interval=0))\n"
+        "raise SystemExit(serve(wsapps.Recorder(), port=0, ping_interval=0, busy_poll='auto'))\n"
     )
     try:
         with client(embedded.port, "/embedded") as ws:
             ws.send("whoami")
             assert ws.recv().startswith("/embedded 127.0.0.1 ")
+        assert any("busy_poll=50us" in line for line in embedded.lines)  # auto, one worker
     finally:
         assert embedded.stop() == 0
 
