@@ -13,7 +13,7 @@ ffibuilder.cdef(
     int http_scan_head(const unsigned char *head, size_t len, size_t max_target,
                        size_t max_fields, size_t max_fields_size, int32_t *info,
                        unsigned char *pieces, size_t pieces_cap);
-    #define HTTP_SCAN_OTHER -1
+    #define HTTP_SCAN_OTHER ...
     """
 )
 ffibuilder.set_source(

@@ -507,7 +507,10 @@ class WebSocketHandler(Handler):
         if not request.wants_upgrade:
             self._upgrade_required(conn, request)
             return
-        head = self._window.ptr if buf is self.reactor.recv_buffer else bytes(buf[:head_end])
+        if buf is self.reactor.recv_buffer:
+            head = self._window.ptr  # no copy: the C call reads the receive buffer itself
+        else:  # a head gathered over several reads: one copy, not a slice and a copy
+            head = bytes(memoryview(buf)[:head_end])
         answer = handshake.accept_usual(
             request.method,
             request.http_version,

@@ -40,12 +40,8 @@ int main(int argc, char **argv)
         int32_t info[2];
 
         size_t cap = next(4) ? 2 * MAX_HEAD : next(48);
-        unsigned char *input = malloc(len ? len : 1);
-        unsigned char *pieces = malloc(cap ? cap : 1);
-
-        if (input == NULL || pieces == NULL)
-            return 2;
-        memcpy(input, head, len);
+        unsigned char *input = exact_block(head, len);
+        unsigned char *pieces = exact_block(NULL, cap);
         int size = http_scan_head(input, len, 8192, 100, 16384, info, pieces, cap);
         if (size >= 0) {
             size_t separators = 0;

@@ -5,6 +5,7 @@
 #define FUZZ_MUTATE_H
 
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 static uint64_t mutate_state = 0x9E3779B97F4A7C15u;
@@ -38,6 +39,19 @@ static size_t mutate(const char *seed, unsigned char *out, size_t max)
         }
     }
     return next(2) ? next((uint32_t)len + 1) : len;
+}
+
+/* A heap block of exactly `len` bytes (1 if 0) holding `bytes` (or nothing when NULL), so that
+ * ASan catches a read one byte past the end. Exits with status 2 when out of memory. */
+static unsigned char *exact_block(const unsigned char *bytes, size_t len)
+{
+    unsigned char *block = malloc(len ? len : 1);
+
+    if (block == NULL)
+        exit(2);
+    if (bytes != NULL)
+        memcpy(block, bytes, len);
+    return block;
 }
 
 #endif

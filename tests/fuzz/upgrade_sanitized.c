@@ -39,12 +39,8 @@ int main(int argc, char **argv)
         size_t len = mutate(SEEDS[next(SEED_COUNT)], head, MAX_HEAD);
 
         size_t cap = next(4) ? 2 * WS_UPGRADE_RESPONSE_SIZE : next(2 * WS_UPGRADE_RESPONSE_SIZE);
-        unsigned char *input = malloc(len ? len : 1);
-        unsigned char *out = malloc(cap ? cap : 1);
-
-        if (input == NULL || out == NULL)
-            return 2;
-        memcpy(input, head, len);
+        unsigned char *input = exact_block(head, len);
+        unsigned char *out = exact_block(NULL, cap);
         int size = ws_accept_upgrade(input, len, (int)next(2), out, cap);
         if (size >= 0) {
             if (size != WS_UPGRADE_RESPONSE_SIZE || (size_t)size > cap ||

@@ -18,11 +18,11 @@ ffibuilder.cdef(
                                  unsigned int phase);
     size_t ws_parse_frames(unsigned char *buf, size_t start, size_t end, uint64_t max_size,
                            int64_t *out, size_t cap);
-    #define WS_DESCRIPTOR_SLOTS 3
+    #define WS_DESCRIPTOR_SLOTS ...
     int ws_accept_upgrade(const unsigned char *head, size_t len, int protocols_configured,
                           unsigned char *out, size_t cap);
-    #define WS_UPGRADE_RESPONSE_SIZE 129
-    #define WS_UPGRADE_ACCEPT_AT 97
+    #define WS_UPGRADE_RESPONSE_SIZE ...
+    #define WS_UPGRADE_ACCEPT_AT ...
     """
 )
 ffibuilder.set_source(
