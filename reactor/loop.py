@@ -81,6 +81,7 @@ ACCEPT_BATCH = 256  # accepts per listener wakeup: drains bursts without starvin
 DEFAULT_MAX_SEND_BUFFER = 4 * 1024 * 1024  # per-connection output bound before reads pause
 EMFILE_RETRY_DELAY = 0.25  # seconds without accepting after running out of fds
 LINGER_TIMEOUT = 2.0  # seconds a lingering close waits for the peer's FIN
+IOV_MAX = os.sysconf("SC_IOV_MAX")  # writev takes at most this many buffers
 
 # Connection.flags bits.
 INTERNAL = 1  # a reactor-owned fd (listener, signal wakeup): conn.ctx.on_ready()
@@ -141,6 +142,19 @@ class Connection:
             return
         if sent < len(data):
             self.reactor._buffer_rest(self, data, sent)
+
+    def writev(self, parts: list[bytes]) -> None:
+        """Send several buffers with one syscall (no copy into one buffer), in
+        order, with the rules of ``write``. For large parts: joining small ones
+        into one ``write`` is cheaper than an iovec each."""
+        self.reactor._writev(self, parts)
+
+    def write_more(self, data: bytes) -> None:
+        """Send ``data`` that more will follow at once (e.g. a response head
+        before a ``sendfile`` body), with the rules of ``write``: the kernel
+        holds a segment that is not full (MSG_MORE) and sends it together with
+        the first bytes that follow, instead of a lone small packet."""
+        self.reactor._write_more(self, data)
 
     def write_and_close(self, data: bytes) -> None:
         """Send the last bytes, then close (as ``write`` + ``close_after_flush``).
@@ -452,6 +466,37 @@ class Reactor:
         except OSError as exc:
             self._schedule_close(conn, exc)
             return
+        if sent < len(data):
+            self._buffer_rest(conn, data, sent)
+
+    def _writev(self, conn: Connection, parts: list[bytes]) -> None:
+        if conn.out is not None or conn.closed or len(parts) > IOV_MAX:
+            self._write(conn, b"".join(parts))  # queue behind pending output, or drop
+            return
+        try:
+            sent = os.writev(conn.fd, parts)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self._schedule_close(conn, exc)
+            return
+        for index, part in enumerate(parts):
+            if sent < len(part):  # the kernel took part of it: buffer the rest, in order
+                rest = b"".join([memoryview(part)[sent:], *parts[index + 1 :]])
+                self._buffer_rest(conn, rest, 0)
+                return
+            sent -= len(part)
+
+    def _write_more(self, conn: Connection, data: bytes) -> None:
+        if conn.out is not None or conn.closed:
+            self._write(conn, data)  # queue behind pending output, or drop
+            return
+        sent = _send_with_more(conn.fd, data)
+        if sent < 0:
+            if -sent not in (errno.EAGAIN, errno.EINTR):
+                self._schedule_close(conn, OSError(-sent, os.strerror(-sent)))
+                return
+            sent = 0
         if sent < len(data):
             self._buffer_rest(conn, data, sent)
 
@@ -851,6 +896,19 @@ class Reactor:
             waker.reader.close()
             waker.writer.close()
         self._epoll.close()
+
+
+def _send_with_more(fd: int, data: bytes) -> int:
+    """send(fd, data, MSG_MORE): bytes taken, or -errno (the C call's contract)."""
+    if _send_more is not None:
+        return _send_more(fd, data, len(data))
+    sock = socket.socket(fileno=fd)  # without the C module: a borrowed socket object
+    try:
+        return sock.send(data, socket.MSG_MORE | socket.MSG_NOSIGNAL)
+    except OSError as exc:
+        return -(exc.errno or errno.EIO)
+    finally:
+        sock.detach()
 
 
 def _ignore_signal(signum: int, frame: Any) -> None:
