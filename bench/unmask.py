@@ -37,7 +37,7 @@ from pathlib import Path
 
 import echo as tcp_bench  # bench/echo.py: machine notes, waiting for an idle machine
 
-from reactor.ws import frames
+from reactor.ws import frames, native
 from reactor.ws import unmask as ws_unmask
 
 SIZES = (125, 4096, 65536, 1 << 20)
@@ -189,7 +189,7 @@ def available(name: str) -> bool:
     if name == "websockets C apply_mask":
         return apply_mask is not None
     if name in ("cffi window (hot path)", "cffi unmask()", "frame scanner (parse + unmask)"):
-        return ws_unmask.IMPL == "cffi"
+        return native.active == "c"
     return True
 
 
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(time_one(name, size, args.repeat, args.target))
     text = table(results, args.sizes) + "\n\n" + goal_line(results)
     skipped = [n for n in IMPLEMENTATIONS if not available(n)]
-    record = {"benchmark": "unmask", "command": sys.argv, "impl": ws_unmask.IMPL,
+    record = {"benchmark": "unmask", "command": sys.argv, "impl": native.active,
               "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "machine": tcp_bench.machine_note(), "quiet": quiet, "skipped": skipped,
               "results": results, "table": text}  # fmt: skip

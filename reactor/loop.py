@@ -63,7 +63,23 @@ except ImportError:  # pragma: no cover - no C compiler at install time
     _io_lib = None
 
 log = logging.getLogger("reactor")
-_send_more = None if _io_lib is None else _io_lib.rx_send_more  # tests set None
+# What sends with MSG_MORE: "c" (reactor/csrc/io.c, built) or "python" (a borrowed
+# socket object, and one packet more per closing connection); switched with use().
+IO_HELPER = "python" if _io_lib is None else "c"
+_send_more = None if _io_lib is None else _io_lib.rx_send_more
+
+
+def use(name: str) -> None:
+    """Run the reactor's socket helper in C (``"c"``, when built) or in Python
+    (``"python"``): tests compare the two."""
+    global IO_HELPER, _send_more
+    if name not in ("c", "python"):
+        raise ValueError(f"unknown implementation {name!r}")
+    if name == "c" and _io_lib is None:
+        raise RuntimeError("reactor._io is not built (reinstall with a C compiler)")
+    IO_HELPER = name
+    _send_more = _io_lib.rx_send_more if name == "c" else None
+
 
 EPOLLIN = select.EPOLLIN
 EPOLLOUT = select.EPOLLOUT

@@ -294,7 +294,7 @@ def test_unmask_benchmark_runs_and_verifies(tmp_path: Path) -> None:
         BENCH / "unmask.py", "--quick", "--repeat", "1", "--sizes", "125,5000", "--cpu", "-1",
         "--quiet-timeout", "0", results_dir=tmp_path,
     )  # fmt: skip
-    assert record["impl"] == "cffi"
+    assert record["impl"] == "c"
     names = {r["implementation"] for r in record["results"]}
     assert {"cffi window (hot path)", "cffi unmask()", "python fallback", "memory copy"} <= names
     assert all(r["correct"] and r["bytes_per_s"] > 0 for r in record["results"])

@@ -21,13 +21,13 @@ from reactor.http.request import (
 )
 
 
-@pytest.fixture(params=["cffi", "python"], autouse=True)
-def head_scanner(request, monkeypatch):
+@pytest.fixture(params=["c", "python"], autouse=True)
+def head_scanner(request):
     """Every test runs with the C head scanner (http/csrc/head.c) in front of
     the regex fast path, and without it (the path of a missing build)."""
-    if request.param == "python":
-        monkeypatch.setattr(request_module, "_scan_head", None)
-    return request.param
+    request_module.use(request.param)
+    yield request.param
+    request_module.use("c")
 
 
 # --- feeding helpers: each returns ("ok", request fields, consumed) or ("error", status) ---

@@ -21,13 +21,13 @@ from testkit import REPO
 pytestmark = pytest.mark.slow
 
 CHECK = (
-    "import http.client, urllib.request, sysconfig, reactor, reactor.ws.unmask as u, "
+    "import http.client, urllib.request, sysconfig, reactor, reactor.ws.native, "
     "reactor.ws._speedups, reactor.http._speedups, reactor.http.request, reactor.cli, "
     "reactor._io, reactor.loop\n"
     "assert http.client.__file__.startswith(sysconfig.get_paths()['stdlib'])\n"
-    "assert u.IMPL == 'cffi', u.IMPL\n"
-    "assert reactor.http.request.HEAD_SCANNER == 'cffi'\n"
-    "assert reactor.loop._send_more is not None\n"
+    "assert reactor.ws.native.active == 'c'\n"
+    "assert reactor.http.request.HEAD_SCANNER == 'c'\n"
+    "assert reactor.loop.IO_HELPER == 'c'\n"
     "print(reactor.__file__)\n"
 )
 

@@ -219,9 +219,10 @@ def read_to_eof(reactor: Reactor, peer: socket.socket) -> bytes:
 
 
 @pytest.mark.parametrize("built", [True, False], ids=["c-helper", "no-helper"])
-def test_write_and_close_sends_the_bytes_then_closes(reactor, monkeypatch, built):
+def test_write_and_close_sends_the_bytes_then_closes(reactor, request, built):
     if not built:
-        monkeypatch.setattr(loop_module, "_send_more", None)
+        loop_module.use("python")
+        request.addfinalizer(lambda: loop_module.use("c"))
     recorder = Recorder()
     conn, peer = tcp_pair(reactor, recorder)
     conn.write_and_close(b"last words")
@@ -230,19 +231,20 @@ def test_write_and_close_sends_the_bytes_then_closes(reactor, monkeypatch, built
     peer.close()
 
 
-def test_write_and_close_puts_the_fin_in_the_last_segment(reactor, monkeypatch):
-    assert loop_module._send_more is not None, "reactor._io is not built"
+def test_write_and_close_puts_the_fin_in_the_last_segment(reactor):
+    assert loop_module.IO_HELPER == "c", "reactor._io is not built"
     segments = {}
     for built in (True, False):
-        with monkeypatch.context() as patch:
-            if not built:
-                patch.setattr(loop_module, "_send_more", None)
+        loop_module.use("c" if built else "python")
+        try:
             conn, peer = tcp_pair(reactor, Recorder())
             before = segments_in(peer)
             conn.write_and_close(b"x" * 100)
             assert read_to_eof(reactor, peer) == b"x" * 100
             segments[built] = segments_in(peer) - before
             peer.close()
+        finally:
+            loop_module.use("c")
     assert segments == {True: 1, False: 2}  # data + FIN together, or data then FIN
 
 

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reactor.ws import frames as fr
+from reactor.ws import native
 from reactor.ws import protocol as pr
 from reactor.ws import unmask as um
 from reactor.ws.protocol import CLOSED, CLOSING, CONNECTING, OPEN, InvalidStateError
@@ -45,11 +46,10 @@ class Recorder(pr.ServerProtocol):
         self.events.append(("output", data))
 
 
-@pytest.fixture(params=["cffi", "python"], autouse=True)
+@pytest.fixture(params=["c", "python"], autouse=True)
 def impl(request):
-    fr.select_impl(request.param)
-    yield request.param
-    fr.select_impl("cffi")
+    with native.using(request.param):
+        yield request.param
 
 
 def opened(**kwargs):
@@ -1001,8 +1001,8 @@ def test_python_fallback_and_c_paths_agree_on_garbage():
     for _ in range(300):
         data = text("ok") + bytes(rng.randrange(256) for _ in range(rng.randrange(1, 40)))
         results = []
-        for name in ("cffi", "python"):
-            fr.select_impl(name)
-            results.append(normalized(feed(opened(max_message_size=64), [data])))
+        for name in ("c", "python"):
+            with native.using(name):
+                results.append(normalized(feed(opened(max_message_size=64), [data])))
         assert results[0] == results[1]
     um.forget_cached_window()

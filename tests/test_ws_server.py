@@ -625,8 +625,8 @@ def test_idle_websocket_costs_at_most_512_bytes(server_factory):
 
 
 def test_server_runs_the_compiled_unmask(server):
-    line = server.wait_for_log(r"websocket: .*unmask=")[0]
-    assert "unmask=cffi" in line
+    line = server.wait_for_log(r"implementations: ")[0]
+    assert "websocket=c http-head=c socket-io=c" in line
     assert "not built" not in server.log_text()
 
 
@@ -635,13 +635,13 @@ def test_fallback_unmask_is_warned_about_at_start(caplog):
 
     from reactor.handlers import ws as ws_handler
     from reactor.loop import Reactor
-    from reactor.ws import frames
+    from reactor.ws import native
 
     parser = argparse.ArgumentParser()
     ws_handler.add_arguments(parser)
     options = parser.parse_args([])
-    for impl, warned in (("python", True), ("cffi", False)):
-        frames.select_impl(impl)
+    for impl, warned in (("python", True), ("c", False)):
+        native.use(impl)
         reactor = Reactor()
         try:
             caplog.clear()
@@ -649,7 +649,7 @@ def test_fallback_unmask_is_warned_about_at_start(caplog):
                 ws_handler.make_handler(options, reactor)
             assert any("pure Python" in r.message for r in caplog.records) is warned
         finally:
-            frames.select_impl("cffi")
+            native.use("c")
             reactor.dispose()
 
 
@@ -666,8 +666,8 @@ def test_missing_head_scanner_is_warned_about_at_start(caplog, monkeypatch):
     static_handler.add_arguments(parser)
     options = parser.parse_args([])
     options.root = "."  # a CLI-wide option
-    for impl, warned in (("python", True), ("cffi", False)):
-        monkeypatch.setattr(request_module, "HEAD_SCANNER", impl)
+    for impl, warned in (("python", True), ("c", False)):
+        request_module.use(impl)
         for handler in (ws_handler, static_handler):
             reactor = Reactor()
             try:
@@ -676,6 +676,7 @@ def test_missing_head_scanner_is_warned_about_at_start(caplog, monkeypatch):
                     handler.make_handler(options, reactor)
                 assert any("http._speedups" in r.message for r in caplog.records) is warned
             finally:
+                request_module.use("c")
                 reactor.dispose()
 
 

@@ -58,7 +58,7 @@ from ..handler import Handler
 from ..http.request import HttpError, Request, RequestParser
 from ..http.static import error_response
 from ..loop import Connection, Reactor, Timer
-from ..ws import handshake
+from ..ws import handshake, native
 from ..ws import unmask as _unmask
 from ..ws.frames import (
     CLOSE_GOING_AWAY,
@@ -97,7 +97,6 @@ _UPGRADE_HEADERS = (
     ("Upgrade", "websocket"),
     ("Sec-WebSocket-Version", handshake.SUPPORTED_VERSION),
 )
-_CONNECTION_UPGRADE = b"\r\nConnection: upgrade, close\r\n"
 
 
 class Handshaking:
@@ -530,7 +529,15 @@ class WebSocketHandler(Handler):
                 self._open(conn, request, answer, buf, start, end)
                 return 101
             answer = refusal
-        conn.write(answer.response)
+        conn.write(
+            error_response(
+                answer.status,
+                answer.reason,
+                keep_alive=False,
+                extra_headers=answer.headers,
+                head=request.method == "HEAD",
+            )
+        )
         conn.close_after_flush(linger=True)  # unread input must not turn it into a reset
         return answer.status
 
@@ -563,8 +570,7 @@ class WebSocketHandler(Handler):
 
     def _upgrade_required(self, conn: Connection, request: Request) -> None:
         """A plain HTTP request: 426 tells the client what this port speaks.
-        RFC 9110 §15.5.22: a 426 carries Upgrade; §7.8: whoever sends Upgrade
-        also lists "upgrade" in Connection (ours also says close)."""
+        RFC 9110 §15.5.22: a 426 carries Upgrade (and so Connection lists it)."""
         response = error_response(
             426,
             "this is a WebSocket endpoint",
@@ -573,7 +579,7 @@ class WebSocketHandler(Handler):
             head=request.method == "HEAD",
         )
         conn.ctx = ANSWERED
-        conn.write(response.replace(b"\r\nConnection: close\r\n", _CONNECTION_UPGRADE, 1))
+        conn.write(response)
         conn.close_after_flush(linger=True)
 
     def _refuse_http(self, conn: Connection, exc: HttpError) -> None:
@@ -677,7 +683,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def make_handler(options: argparse.Namespace, reactor: Reactor) -> WebSocketHandler:
-    if _unmask.IMPL != "cffi":
+    if native.active != "c":
         log.warning(
             "reactor.ws._speedups is not built: unmasking in pure Python (30-100x slower); "
             "reinstall with a C compiler (pip install -e .)"
@@ -696,9 +702,8 @@ def make_handler(options: argparse.Namespace, reactor: Reactor) -> WebSocketHand
         origins=None if origins is None else [o or None for o in origins],
     )
     log.info(
-        "websocket: app=%s unmask=%s max-message-size=%d ping-interval=%gs",
+        "websocket: app=%s max-message-size=%d ping-interval=%gs",
         type(handler.app).__qualname__,
-        _unmask.IMPL,
         options.max_message_size,
         options.ping_interval,
     )
