@@ -261,11 +261,6 @@ class RequestParser:
         return None, start  # (past _WHOLE_COPY the parse above has raised)
 
 
-def parse_request(buf, start: int = 0, end: int | None = None) -> tuple[Request | None, int]:
-    """One-shot parse (no resumption state): see RequestParser.parse."""
-    return RequestParser().parse(buf, start, end)
-
-
 def _skip_empty_lines(buf, pos: int, end: int) -> int:
     skipped = _EMPTY_LINES_RE.match(buf, pos, end).end()
     if skipped - pos > MAX_LEADING_EMPTY:

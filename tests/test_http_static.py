@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reactor.http import static
-from reactor.http.request import HttpError, Request, parse_request
+from reactor.http.request import HttpError, Request, RequestParser
 from reactor.http.static import (
     UNSATISFIABLE,
     Redirect,
@@ -331,7 +331,7 @@ def data_file(tmp_path_factory) -> tuple[str, os.stat_result]:
 
 def make_request(*headers: str, method: str = "GET", version: str = "1.1") -> Request:
     lines = [f"{method} /data.bin HTTP/{version}", "Host: h", *headers]
-    return parse_request(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))[0]
+    return RequestParser().parse(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))[0]
 
 
 class FakeSocket:
