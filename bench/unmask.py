@@ -35,7 +35,7 @@ import timeit
 from collections.abc import Callable
 from pathlib import Path
 
-import echo as tcp_bench  # bench/echo.py: machine notes, waiting for an idle machine
+import benchkit
 
 from reactor.ws import frames
 from reactor.ws import unmask as ws_unmask
@@ -249,7 +249,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--target", type=float, default=0.2, help="seconds per timing")
     p.add_argument("--sizes", default=",".join(map(str, SIZES)), help="comma list of bytes")
     p.add_argument("--cpu", type=int, default=1, help="CPU to pin to (-1: no pinning)")
-    p.add_argument("--results-dir", type=Path, default=tcp_bench.BENCH_DIR / "results")
+    p.add_argument("--results-dir", type=Path, default=benchkit.RESULTS_DIR)
     p.add_argument("--quiet-timeout", type=float, default=30.0,
                    help="max s to wait for the shared machine to be idle")  # fmt: skip
     args = p.parse_args(argv)
@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.cpu >= 0:
         os.sched_setaffinity(0, {args.cpu})
-    quiet = tcp_bench.wait_for_quiet(args.quiet_timeout)
+    quiet = benchkit.wait_for_quiet(args.quiet_timeout)
     results = []
     for size in args.sizes:
         for name in filter(available, IMPLEMENTATIONS):
@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     skipped = [n for n in IMPLEMENTATIONS if not available(n)]
     record = {"benchmark": "unmask", "command": sys.argv, "impl": ws_unmask.IMPL,
               "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-              "machine": tcp_bench.machine_note(), "quiet": quiet, "skipped": skipped,
+              "machine": benchkit.machine_note(), "quiet": quiet, "skipped": skipped,
               "results": results, "table": text}  # fmt: skip
     args.results_dir.mkdir(parents=True, exist_ok=True)
     out = args.results_dir / f"unmask-{time.strftime('%Y%m%d-%H%M%S')}.json"
