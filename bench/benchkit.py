@@ -7,6 +7,7 @@ pinned is made once. The measuring logic of each benchmark stays in its own scri
 
 from __future__ import annotations
 
+import argparse
 import base64
 import contextlib
 import os
@@ -178,6 +179,21 @@ def machine_note() -> dict:
 def pinned(argv: list[str], cpu: int | None) -> list[str]:
     """``argv`` run on one core (``taskset -c CPU``); unchanged when ``cpu`` is None."""
     return argv if cpu is None else ["taskset", "-c", str(cpu), *argv]
+
+
+def add_run_options(
+    parser: argparse.ArgumentParser, client: str, quiet_timeout: float | None = None
+) -> None:
+    """The options the load benchmarks share: the two cores, the interpreter of the Python
+    servers, where results go, and (given a default) how long to wait for a quiet machine."""
+    add = parser.add_argument
+    add("--server-cpu", type=int, default=0, help="core of the server under test")
+    add(f"--{client}-cpu", type=int, default=1, help=f"core of the {client}")
+    add("--python", default=sys.executable, help="interpreter of the Python servers")
+    add("--results-dir", type=Path, default=RESULTS_DIR)
+    if quiet_timeout is not None:
+        wait = "max s to wait before each run for the machine to be idle (it may be shared)"
+        add("--quiet-timeout", type=float, default=quiet_timeout, help=wait)
 
 
 def pin_self(cpu: int) -> None:

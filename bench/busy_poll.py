@@ -79,17 +79,19 @@ def measure(args: argparse.Namespace, name: str, server_args: str, pause_us: int
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add = parser.add_argument
-    add("--pauses", default="1000,200,30", help="comma list of pauses between exchanges (us)")
-    add("--seconds", type=float, default=3.0, help="bound on each run")
-    add("--max-exchanges", type=int, default=100_000, help="bound on each run")
-    add("--config", action="append", default=[], metavar="NAME=ARGS",
-        help="server options to measure (default: off='--busy-poll 0' and default='')")  # fmt: skip
-    add("--server-dir", default=str(benchkit.REPO_DIR), help="checkout the servers run from")
-    add("--python", default=sys.executable)
-    add("--server-cpu", type=int, default=0)
-    add("--client-cpu", type=int, default=1)
-    add("--results-dir", default=str(benchkit.RESULTS_DIR))
+    benchkit.add_run_options(parser, "client")
+    parser.add_argument(
+        "--pauses", default="1000,200,30", help="comma list of pauses between exchanges (us)"
+    )
+    parser.add_argument("--seconds", type=float, default=3.0, help="bound on each run")
+    parser.add_argument("--max-exchanges", type=int, default=100_000, help="bound on each run")
+    parser.add_argument(
+        "--config", action="append", default=[], metavar="NAME=ARGS",
+        help="server options to measure (default: off='--busy-poll 0' and default='')",
+    )  # fmt: skip
+    parser.add_argument(
+        "--server-dir", default=str(benchkit.REPO_DIR), help="checkout the servers run from"
+    )
     return parser.parse_args(argv)
 
 

@@ -24,7 +24,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import benchkit
 
@@ -355,13 +354,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--servers", default="ours,c", help="comma list of started servers: ours, c")
     add("--target", type=parse_target, action="append", default=[],
         help="also load an already running server: NAME=HOST:PORT (repeatable)")  # fmt: skip
-    add("--server-cpu", type=int, default=0)
-    add("--loadgen-cpu", type=int, default=1)
-    add("--python", default=sys.executable, help="interpreter that runs `-m reactor`")
-    add("--results-dir", type=Path, default=benchkit.RESULTS_DIR)
     add("--no-build", action="store_true", help="skip `make -C bench/c`")
-    add("--quiet-timeout", type=float, default=30.0,
-        help="max s to wait before each run for the machine to be idle (it is shared)")  # fmt: skip
+    benchkit.add_run_options(p, "loadgen", quiet_timeout=30.0)
     args = p.parse_args(argv)
     args.servers = [s for s in args.servers.split(",") if s]
     unknown = set(args.servers) - {"ours", "c"}

@@ -81,26 +81,20 @@ def cffi_window(data: bytes):
     return "f(0, n, k, 0)", namespace, check
 
 
-def cffi_public(data: bytes):
-    buf = bytearray(data)
+def in_place(unmask: Callable[[bytearray, bytes], None]) -> Callable:
+    """An implementation that unmasks a whole buffer in place: ``unmask(buf, key)``."""
 
-    def check() -> bytes:
-        work = bytearray(data)
-        ws_unmask.unmask(work, KEY)
-        return bytes(work)
+    def implementation(data: bytes):
+        buf = bytearray(data)
 
-    return "f(buf, k)", {"f": ws_unmask.unmask, "buf": buf, "k": KEY}, check
+        def check() -> bytes:
+            work = bytearray(data)
+            unmask(work, KEY)
+            return bytes(work)
 
+        return "f(buf, k)", {"f": unmask, "buf": buf, "k": KEY}, check
 
-def python_fallback(data: bytes):
-    buf = bytearray(data)
-
-    def check() -> bytes:
-        work = bytearray(data)
-        ws_unmask.unmask_python(work, KEY)
-        return bytes(work)
-
-    return "f(buf, k)", {"f": ws_unmask.unmask_python, "buf": buf, "k": KEY}, check
+    return implementation
 
 
 def websockets_c(data: bytes):
@@ -142,9 +136,9 @@ def frame_scanner(data: bytes):
 
 IMPLEMENTATIONS: dict[str, Callable] = {
     "cffi window (hot path)": cffi_window,
-    "cffi unmask()": cffi_public,
+    "cffi unmask()": in_place(ws_unmask.unmask),
     "frame scanner (parse + unmask)": frame_scanner,
-    "python fallback": python_fallback,
+    "python fallback": in_place(ws_unmask.unmask_python),
     "websockets C apply_mask": websockets_c,
     "memory copy": memory_copy,
 }

@@ -511,13 +511,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="event loop of the picows, aiohttp and websockets servers")  # fmt: skip
     add("--grace", type=float, default=2.0, help="bound on draining and closing (s)")
     add("--host", default="127.0.0.1")
-    add("--server-cpu", type=int, default=0)
-    add("--loadgen-cpu", type=int, default=1)
-    add("--python", default=sys.executable, help="interpreter of the Python servers")
-    add("--results-dir", type=Path, default=benchkit.RESULTS_DIR)
     add("--no-build", action="store_true", help="skip `make -C bench/c`")
-    add("--quiet-timeout", type=float, default=30.0,
-        help="max s to wait before each run for the machine to be idle (it is shared)")  # fmt: skip
+    benchkit.add_run_options(p, "loadgen", quiet_timeout=30.0)
     args = p.parse_args(argv)
     args.servers = parse_list(args.servers, SERVERS, "--servers")
     args.scenarios = parse_list(args.scenarios, SCENARIOS, "--scenarios")

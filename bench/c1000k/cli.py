@@ -34,6 +34,8 @@ from .procfs import meminfo, sysctl
 from .report import format_result, result_ok, summarize
 from .run import Run, execute
 
+STAGE_TIMEOUTS = {"handshake": 30.0, "ramp": 600.0, "hold": 900.0, "echo": 120.0, "close": 120.0}
+
 
 def workers_arg(value: str) -> str | int:
     if value == "auto":
@@ -71,11 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--size", type=int, default=32, help="echo payload bytes (1..125)")
     add("--close", dest="close_mode", choices=["handshake", "plain"], default="handshake")
     add("--settle", type=float, default=2.0, help="seconds held idle before measuring memory")
-    add("--handshake-timeout", type=float, default=30.0)
-    add("--ramp-timeout", type=float, default=600.0)
-    add("--hold-timeout", type=float, default=900.0)
-    add("--echo-timeout", type=float, default=120.0)
-    add("--close-timeout", type=float, default=120.0)
+    for bound, seconds in STAGE_TIMEOUTS.items():
+        add(f"--{bound}-timeout", type=float, default=seconds, help="seconds (client side)")
     add(
         "--min-free",
         type=float,
