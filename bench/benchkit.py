@@ -204,8 +204,8 @@ def affinity(pids: Iterable[int]) -> list[int]:
     """The cores any of these processes may run on (all of their threads), sorted."""
     cores: set[int] = set()
     for pid in pids:
-        for task in os.listdir(f"/proc/{pid}/task") if alive(pid) else []:
-            with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError):  # it may exit, or a thread end, while we look
+            for task in os.listdir(f"/proc/{pid}/task"):
                 cores |= os.sched_getaffinity(int(task))
     return sorted(cores)
 

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import echo as echo_bench  # bench/echo.py (bench/ is on pytest's pythonpath)
 import pytest
 from testkit import run_bench
 from websockets.sync.server import ServerConnection, serve
@@ -96,7 +97,6 @@ def test_echo_benchmark_against_our_server(tools: None, tmp_path: Path) -> None:
 
 
 def test_a_saturated_load_generator_is_flagged() -> None:
-    echo_bench = pytest.importorskip("echo")
     assert echo_bench.loadgen_saturated("tcp-echo", {"loadgen_core": 0.95})
     assert not echo_bench.loadgen_saturated("tcp-echo", {"loadgen_core": 0.85})
     assert not echo_bench.loadgen_saturated("ws-rtt", {"loadgen_core": 1.0})  # it spins
