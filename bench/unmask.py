@@ -13,7 +13,7 @@ payload per second, median of ``--repeat`` timings of about ``--target`` seconds
 - ``websockets C``: ``websockets.speedups.apply_mask`` (SSE2, returns a new bytes object), when
   importable;
 - ``memory copy``: ``dst[:] = src`` between two memoryviews, i.e. memcpy plus the same Python
-  call overhead: the ceiling the issue's goal is stated against (>= 50% at 64 KiB).
+  call overhead: the ceiling the goal is stated against (>= 50% at 64 KiB).
 
 Every implementation is first checked against the pure-Python result on the same data (a
 wrong result voids the run). The process pins itself to ``--cpu`` and waits (bounded) for the
@@ -43,7 +43,7 @@ from reactor.ws import unmask as ws_unmask
 SIZES = (125, 4096, 65536, 1 << 20)
 KEY = b"\x37\xfa\x21\x3d"  # RFC 6455 §5.7's example masking key
 SCAN_WINDOW = 64 * 1024  # bytes of frames per scanner call: one receive buffer's worth
-GOAL_SIZE = 65536  # issue 3: unmask >= 50% of memory-copy bandwidth at 64 KiB
+GOAL_SIZE = 65536  # the goal: unmask >= 50% of memory-copy bandwidth at 64 KiB
 GOAL_SHARE = 0.5
 
 try:

@@ -52,7 +52,7 @@ from benchkit import upgrade_request
 
 PEERS_DIR = benchkit.BENCH_DIR / "peers"
 C_WS_SERVER = benchkit.C_DIR / "ws_echo_server"
-REFERENCE = "picows"  # the issue states its goals as ratios against picows on uvloop
+REFERENCE = "picows"  # the goals are ratios against picows on uvloop
 
 # The module each server needs, to skip the ones that are not installed.
 REQUIREMENTS = {
@@ -87,7 +87,7 @@ SCENARIOS = {
     "idle": Scenario("idle", "idle", 10_000, 0, 0, "B/connection", higher_is_better=False),
 }
 
-# Issue 3's goals, as (scenario, server, ratio against picows, what it says).
+# The goals, as (scenario, server, ratio against picows, what it says).
 GOALS = (
     ("echo64", "ours", 1.0, "64 B echo >= 1.0x picows (aim 2x)"),
     ("rtt", "ours", 1.0, "one-at-a-time round trips >= 1.0x picows"),
@@ -464,7 +464,7 @@ def report(summaries: dict, skipped: dict, servers: list[str], scenarios: list[S
     ]
     goals = goal_lines(summaries) if "ours" in servers else []
     if goals:
-        parts += ["## Goals of issue 3 for ours", "\n".join(goals)]
+        parts += ["## Goals for ours", "\n".join(goals)]
     for scenario in scenarios:
         summary = summaries[scenario.name]
         parts += [f"## {scenario.name} ({describe(scenario)})", detail_table(scenario, summary)]

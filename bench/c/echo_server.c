@@ -1,13 +1,13 @@
 /* echo_server: the reference C epoll echo server for bench/echo.py.
  *
- * It is the seed's design (article section 11: struct qsevent per fd, struct qseventblock of 1024
- * slots, struct qsreactor owning the epoll fd, accept_cb / recv_cb / send_cb callbacks) with the
- * seed's bugs fixed, so that "within 2x of C" compares against a correct server:
+ * The classic C reactor (struct qsevent per fd, struct qseventblock of 1024 slots, struct
+ * qsreactor owning the epoll fd, accept_cb / recv_cb / send_cb callbacks) without its usual
+ * pitfalls, so that a comparison with C is one with a correct server:
  * - every socket is non-blocking; epoll is level-triggered;
  * - blocks are found by index (fd / 1024) in an array, not by walking a linked list;
- * - a qsevent has a read and a write callback (the seed swaps one callback and re-adds the fd);
+ * - a qsevent has a read and a write callback (no swapping one callback and re-adding the fd);
  * - write first: echo straight from the receive buffer, keep only the unsent remainder, and arm
- *   EPOLLOUT only while a remainder is pending (the seed always waits for EPOLLOUT);
+ *   EPOLLOUT only while a remainder is pending (never wait for EPOLLOUT before a first send);
  * - partial writes and EAGAIN keep their offset; reading pauses while a remainder is pending, so a
  *   connection never holds more than one read's worth of memory;
  * - accept is drained (bounded per wakeup); EMFILE/ENFILE pause the listener on a timer instead

@@ -1,9 +1,8 @@
 /* qsreactor.h: the types of the epoll reactor both C servers share (echo_server.c and
  * ws_echo_server.c); its code is in qsreactor_impl.h.
  *
- * The seed's design (struct qsevent per fd, struct qseventblock of 1024 slots, struct qsreactor
- * owning the epoll fd, accept_cb / recv_cb / send_cb) with its bugs fixed; echo_server.c's
- * comment lists the fixes. A server's struct qsevent begins with QSEVENT_COMMON and its struct
+ * struct qsevent per fd, struct qseventblock of 1024 slots, struct qsreactor owning the epoll
+ * fd, accept_cb / recv_cb / send_cb; echo_server.c's comment lists the rules it keeps. A server's struct qsevent begins with QSEVENT_COMMON and its struct
  * qsreactor with QSREACTOR_COMMON; what follows is the server's own.
  */
 #ifndef BENCH_QSREACTOR_H
@@ -12,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define BLOCK_SIZE 1024     /* slots per qseventblock, as in the seed */
+#define BLOCK_SIZE 1024     /* slots per qseventblock */
 #define MAX_EVENTS 1024     /* per epoll_wait */
 #define ACCEPT_BATCH 256    /* accepts per wakeup: drains bursts without starving reads */
 #define EMFILE_PAUSE_MS 250 /* listener off this long after running out of fds */

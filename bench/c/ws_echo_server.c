@@ -8,8 +8,8 @@
  * payload and then closes TCP, and refuses unmasked or oversized frames. No UTF-8 validation,
  * no extensions, no timeouts.
  *
- * The reactor is echo_server.c's, shared through qsreactor.h (the seed's qsevent / qseventblock
- * / qsreactor with its bugs fixed): level-triggered epoll, write first from one staging buffer and keep only
+ * The reactor is echo_server.c's, shared through qsreactor.h (qsevent / qseventblock /
+ * qsreactor): level-triggered epoll, write first from one staging buffer and keep only
  * the unsent remainder, EPOLLOUT and no reading while a remainder is pending, accept drained
  * with an EMFILE back-off. Per connection it keeps only a partial frame (or partial request
  * head) between reads. Single-threaded. Usage: ws_echo_server HOST PORT (0: any free port).

@@ -14,7 +14,7 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable
 
-MAX_MESSAGE = 16 * 1024 * 1024  # same message limit as our server's default (issue 3)
+MAX_MESSAGE = 16 * 1024 * 1024  # same message limit as our server's default
 LOOPS = ("uvloop", "asyncio")
 
 # start() opens the server and returns (bound port, coroutine function that closes it).

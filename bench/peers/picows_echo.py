@@ -1,4 +1,4 @@
-"""picows echo server (the issue's reference peer, on uvloop by default).
+"""picows echo server (the reference peer, on uvloop by default).
 
 Echoes every data frame as it arrives, with its opcode and FIN bit, so fragmented messages come
 back fragmented the same way; pings are answered by picows itself (``enable_auto_pong``); a
