@@ -58,6 +58,16 @@ async def serve_until_signal(start: Starter, host: str, port: int) -> None:
     await close()
 
 
+def port_and_closer(server: asyncio.AbstractServer) -> tuple[int, Callable[[], Awaitable[None]]]:
+    """What ``start`` returns for a server object with asyncio's interface."""
+
+    async def close() -> None:
+        server.close()
+        await server.wait_closed()
+
+    return server.sockets[0].getsockname()[1], close
+
+
 def run_asyncio_peer(start: Starter, description: str) -> int:
     """Parse the command line and run ``start``'s server on the chosen loop until SIGTERM."""
     args = parse_args(description)
