@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import echo as tcp_bench
+import benchkit
 
 HERE = Path(__file__).resolve().parent
 LOADGEN = HERE / "c" / "loadgen"
@@ -43,24 +43,17 @@ SCENARIOS = {
 WRK_RATE = re.compile(r"Requests/sec:\s+([0-9.]+)")
 
 
-def start_server(checkout: Path, proto: str, root: Path, cpu: int) -> tuple[subprocess.Popen, int]:
+def start_server(checkout: Path, proto: str, root: Path, cpu: int) -> benchkit.Server:
     python = checkout / ".venv" / "bin" / "python"
-    argv = ["taskset", "-c", str(cpu), str(python), "-m", "reactor", "--host", "127.0.0.1",
-            "--port", "0", "--proto", proto, "--quiet", "--root", str(root)]  # fmt: skip
-    server = subprocess.Popen(
-        argv, cwd=checkout, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + tcp_bench.START_TIMEOUT
-    while time.monotonic() < deadline:
-        line = server.stderr.readline()
-        if not line:
-            break
-        match = tcp_bench.LISTENING.search(line)
-        if match:
-            return server, int(match.group(2))
-    tcp_bench.stop_process(server)
-    raise RuntimeError(f"{checkout}: the server did not start")
+    argv = [str(python), "-m", "reactor", "--host", "127.0.0.1", "--port", "0",
+            "--proto", proto, "--quiet", "--root", str(root)]  # fmt: skip
+    server = benchkit.Server(f"{checkout} {proto}", argv, cpu, cwd=checkout)
+    try:
+        server.wait_ready()
+    except BaseException:
+        server.stop()
+        raise
+    return server
 
 
 def load(scenario: str, port: int, args: argparse.Namespace) -> tuple[float, int]:
@@ -83,15 +76,15 @@ def load(scenario: str, port: int, args: argparse.Namespace) -> tuple[float, int
 
 def measure(checkout: Path, scenario: str, root: Path, args: argparse.Namespace) -> dict:
     proto = SCENARIOS[scenario][0]
-    server, port = start_server(checkout, proto, root, args.server_cpu)
+    server = start_server(checkout, proto, root, args.server_cpu)
     try:
-        before = tcp_bench.process_cpu_seconds(server.pid)
+        before = benchkit.process_cpu_seconds(server.proc.pid)
         started = time.monotonic()
-        rate, ops = load(scenario, port, args)
+        rate, ops = load(scenario, server.port, args)
         elapsed = time.monotonic() - started
-        cpu = tcp_bench.process_cpu_seconds(server.pid) - before
+        cpu = benchkit.process_cpu_seconds(server.proc.pid) - before
     finally:
-        tcp_bench.stop_process(server)
+        server.stop()
     # The server's CPU covers the warm-up second and the teardown too: per operation
     # it is an upper bound, the same for both checkouts.
     return {"rate": rate, "server_cpu_share": cpu / elapsed, "server_us_per_op": cpu / ops * 1e6}
@@ -138,7 +131,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--duration", type=int, default=5, help="measured seconds per run")
     add("--server-cpu", type=int, default=0)
     add("--client-cpu", type=int, default=1)
-    add("--results-dir", default=str(HERE / "results"))
+    add("--results-dir", default=str(benchkit.RESULTS_DIR))
     args = parser.parse_args(argv)
     args.scenarios = args.scenarios.split(",")
     unknown = set(args.scenarios) - set(SCENARIOS)
