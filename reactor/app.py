@@ -52,7 +52,9 @@ class Connection(Protocol):
     def send(self, message: Message) -> bool:
         """Queue a text (str) or binary (bytes-like) message. False once the
         connection is closing or closed (the message is dropped), or when it was
-        closed with 1008 because its buffered output was over --max-send-buffer."""
+        closed with 1008 because its buffered output was over --max-send-buffer.
+        Anything else (a dict, an int) raises TypeError and queues nothing:
+        send ``json.dumps(obj)`` for JSON."""
 
     def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Start the closing handshake; the peer gets --close-timeout to answer."""
@@ -112,7 +114,8 @@ class WebSocketApp:
         """A valid upgrade request arrived (``request.get(name)``,
         ``request.target``, ``request.headers``). Return None to accept, or
         ``(status, reason)`` / ``(status, reason, headers)`` to refuse with a
-        4xx/5xx (e.g. ``(401, "login first")``, ``(403, "banned")``)."""
+        4xx/5xx (e.g. ``(401, "login first")``, ``(403, "banned")``). Anything
+        else is logged as a mistake and answered 500."""
         return None
 
     def on_open(self, conn: Connection, request: Any) -> None:
