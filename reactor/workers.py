@@ -311,7 +311,8 @@ class Supervisor:
             if index is None:
                 continue
             failure = self.reports.pop(pid).collect()
-            if failure is not None:  # it never listened: restarting would fail the same way
+            if failure is not None and not stopped_by_signal(status):
+                # It never listened: a restart would fail the same way.
                 self.failure = (
                     self.failure
                     or failure
@@ -355,11 +356,10 @@ class Supervisor:
             if pid == 0:
                 return
             report = self.reports.pop(pid, None)
+            failed_to_start = report is not None and report.collect() is not None
             # Expected ends are not news: SIGTERM came from us, and a sibling's
             # start-up failure repeats the line the server stops with.
-            quiet = (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM) or (
-                report is not None and report.collect() is not None
-            )
+            quiet = stopped_by_signal(status) or failed_to_start
             if self.pids.pop(pid, None) is not None and status != 0 and not quiet:
                 log.warning("worker pid %d stopped: %s", pid, describe_status(status))
 
@@ -369,6 +369,12 @@ def _signal_quietly(pid: int, signum: int) -> None:
         os.kill(pid, signum)
     except ProcessLookupError:
         pass  # already gone; the reaper will collect it
+
+
+def stopped_by_signal(status: int) -> bool:
+    """Ended by SIGTERM/SIGINT: someone is stopping it (Ctrl-C reaches the whole
+    process group), which is no start-up failure."""
+    return os.WIFSIGNALED(status) and os.WTERMSIG(status) in (signal.SIGTERM, signal.SIGINT)
 
 
 def describe_status(status: int) -> str:

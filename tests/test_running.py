@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from testkit import LISTENING, REPO, children, wait_until
+from testkit import LISTENING, REPO, children, fd_count, wait_until
 from websockets.sync.client import connect
 
 SCRIPT = Path(sys.executable).parent / "reactor"  # the console script of this venv
@@ -173,12 +173,14 @@ def test_serve_rejects_a_coroutine_callback_at_once():
 
 def test_a_worker_dying_after_start_up_is_still_restarted(server_factory):
     server = server_factory("--proto", "echo", "--workers", "2", workers=2)
+    fds = fd_count(server.pid)  # the supervisor's: one start-up pipe per live worker
     victim = children(server.pid)[0]
     os.kill(victim, signal.SIGKILL)
     server.wait_for_log(r"exited: killed by signal 9; restarting")
     assert wait_until(lambda: len(children(server.pid)) == 2 and victim not in children(server.pid))
     server.wait_for_log(LISTENING, count=3)
     assert server.proc.poll() is None
+    assert fd_count(server.pid) == fds  # the dead worker's pipe was closed
     with server.connect() as sock:
         sock.sendall(b"ok")
         assert sock.recv(2) == b"ok"
