@@ -29,7 +29,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        if "default" in text or action.default in (None, False, []):
+        default = action.default
+        if "default" in text or default is None or default is False or default == []:
             return text
         return super()._get_help_string(action)
 
