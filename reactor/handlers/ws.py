@@ -73,6 +73,7 @@ from ..ws.frames import (
 )
 from ..ws.protocol import CLOSED, DEFAULT_MAX_MESSAGE_SIZE, OPEN, ServerProtocol
 from . import warn_if_head_scanner_missing
+from .topics import EVERYONE, Topics, encode_message
 
 log = logging.getLogger("reactor.ws")
 
@@ -180,6 +181,19 @@ class WebSocketConnection(ServerProtocol):
         self._emit(ServerProtocol.ping(self, payload))  # validates the 125-byte limit
         return True
 
+    def subscribe(self, topic: str) -> bool:
+        """Join ``topic`` (see app.Connection.subscribe)."""
+        if self._state is not OPEN:
+            return False
+        return self.handler.topics.subscribe(self, topic)
+
+    def unsubscribe(self, topic: str) -> bool:
+        return self.handler.topics.unsubscribe(self, topic)
+
+    @property
+    def topics(self) -> frozenset[str]:
+        return self.handler.topics.topics_of(self)
+
     @property
     def remote_address(self) -> Any:
         if self._state is CLOSED:
@@ -205,6 +219,8 @@ class WebSocketConnection(ServerProtocol):
         if handler._corked is self:
             handler._parts.append(frame)
         else:
+            if handler.topics._held:
+                handler.topics.release()  # held publishes first: they came before
             self._conn.write(frame)
 
     def _push(self, frame: bytes) -> bool:
@@ -214,6 +230,8 @@ class WebSocketConnection(ServerProtocol):
             handler._parts.append(frame)
             handler._gather |= len(frame) >= WRITEV_MIN
             return True
+        if handler.topics._held:
+            handler.topics.release()  # held publishes first: they came before
         conn = self._conn
         if conn.pending() > handler.max_send_buffer:
             self._overflow()
@@ -257,6 +275,7 @@ class WebSocketConnection(ServerProtocol):
 
     def on_close(self, code: int, reason: str) -> None:
         self.handler.open_count -= 1
+        self.handler.topics.drop(self)
         try:
             self._app_close(self, code, reason)
         except Exception:
@@ -301,22 +320,29 @@ def _write_gathered(conn: Connection, parts: list[bytes]) -> None:
 
 
 class WebSocketServer:
-    """``app.server``: this worker's connections, broadcast and timers."""
+    """``app.server``: this worker's connections, topics, broadcast and timers."""
 
     def __init__(self, handler: WebSocketHandler) -> None:
         self._handler = handler
         self.connections = LiveConnections(handler)
 
-    def broadcast(self, message: str | bytes | bytearray | memoryview) -> int:
-        if isinstance(message, str):
-            frame = serialize_frame(OP_TEXT, message.encode())
-        else:
-            frame = serialize_frame(OP_BINARY, _as_bytes(message))  # built once for all
-        sent = 0
-        for ws in self.connections:
-            if ws._state is OPEN and ws._push(frame):
-                sent += 1
+    def publish(self, topic: str, message: str | bytes | bytearray | memoryview) -> None:
+        """Every subscriber of ``topic``, on every worker (see app.Server.publish)."""
+        self._handler.topics.publish(topic, message)
+
+    def broadcast(self, message: str | bytes | bytearray | memoryview, local: bool = False) -> int:
+        """Every open connection, on every worker unless ``local``; returns how
+        many connections of this worker got it."""
+        opcode, payload = encode_message(message)
+        sent = self._handler.broadcast_frame(serialize_frame(opcode, payload))
+        broker = self._handler.topics.broker
+        if broker is not None and not local:
+            broker.publish(EVERYONE, opcode, payload)
         return sent
+
+    def subscriber_count(self, topic: str) -> int:
+        """Subscribers of ``topic`` on this worker."""
+        return self._handler.topics.subscriber_count(topic)
 
     def call_later(self, delay: float, callback: Any, *args: Any) -> Timer:
         return self._handler.reactor.call_later(delay, callback, *args)
@@ -378,6 +404,7 @@ class WebSocketHandler(Handler):
         self._parts: list[bytes] = []  # its frames (no copies), written once per read
         self._gather = False  # a part is large: writev them rather than join
         self._final = False  # the parts end with the reply to the peer's close
+        self.topics = Topics(self)
         self.app = make_app(app)
         self._bind_app()
         reactor.call_every(SWEEP_INTERVAL, self._sweep)
@@ -457,6 +484,19 @@ class WebSocketHandler(Handler):
         self._parts.clear()  # nothing of a failed connection may leak into the next
         self._gather = False
         self._final = False
+        if self.topics._held:
+            self.topics.release()  # publishes made before the failure are the others'
+
+    def broadcast_frame(self, frame: bytes) -> int:
+        """Write ``frame`` to every open connection of this worker (a walk of
+        the reactor's slots: zero bytes per connection for a set of them)."""
+        if self.topics._held:
+            self.topics.release()
+        sent = 0
+        for ws in self.server.connections:
+            if ws._state is OPEN and ws._push(frame):
+                sent += 1
+        return sent
 
     def _flush(self, conn: Connection, ws: WebSocketConnection) -> None:
         parts = self._parts
@@ -474,6 +514,8 @@ class WebSocketHandler(Handler):
                 conn.write(b"".join(parts))  # small frames: one copy beats an iovec each
             parts.clear()
             self._gather = False
+        if self.topics._held:
+            self.topics.release()  # this read's publishes, one write per subscriber
         if ws._state is CLOSED:  # close answered or a violation: TCP goes once flushed
             conn.close_after_flush()
             if conn.pending():
