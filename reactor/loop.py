@@ -93,6 +93,7 @@ CLOSE_AFTER_FLUSH = 64  # close (or linger) once the output buffer drains
 LINGER_REQUESTED = 128  # close_after_flush(linger=True): linger once drained
 LINGERING = 256  # output done and SHUT_WR sent; reading and discarding until EOF
 WANT_WRITE = 512  # the handler wants on_writable when the socket accepts more
+NEVER_IDLE = 1024  # a link the server itself keeps (broker): not closed by the idle sweep
 NO_READ = PAUSED | BACKPRESSURE | CLOSE_AFTER_FLUSH
 STALE = FRESH | DEAD  # events from this poll batch must not be delivered
 
@@ -174,6 +175,11 @@ class Connection:
     def close(self) -> None:
         """Close now, dropping buffered output."""
         self.reactor.close(self)
+
+    def exempt_from_idle_timeout(self) -> None:
+        """Never close this connection for silence (a link between the
+        server's own processes, silent while nothing is published)."""
+        self.flags |= NEVER_IDLE
 
     def close_after_flush(self, linger: bool = False) -> None:
         """Stop reading; close once buffered output is sent. With ``linger``
@@ -689,7 +695,11 @@ class Reactor:
         """Close connections silent for longer than idle_timeout."""
         limit = self.tick - self.idle_timeout
         for conn in self._table:
-            if conn.handler is not None and conn.last_active < limit and not conn.flags & INTERNAL:
+            if (
+                conn.handler is not None
+                and conn.last_active < limit
+                and not conn.flags & (INTERNAL | NEVER_IDLE)
+            ):
                 log.debug("fd %d idle for over %ss: closing", conn.fd, self.idle_timeout)
                 self.close(conn, TimeoutError("idle timeout"))
 

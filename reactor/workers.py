@@ -110,6 +110,7 @@ class Supervisor:
             " (one port each)" if options.port_per_worker else " (SO_REUSEPORT)",
         )
         signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISOR_SIGNALS)
+        options.worker_group = f"{os.getpid()}"  # names this server's workers (the broker)
         try:
             for index in range(options.workers):
                 self._spawn(index)
@@ -153,6 +154,7 @@ class Supervisor:
         try:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, SUPERVISOR_SIGNALS)
             options = self.options
+            options.worker_index = index  # this process's copy: the broker's address
             if options.port_per_worker:
                 code = run_worker(options, self.module, options.port + index, reuse_port=False)
             else:

@@ -39,10 +39,13 @@ EVERYONE = None  # the "topic" of a broadcast when it travels through a broker
 
 
 class Broker(Protocol):
-    """What the registry needs from a broker: hand it a publish for the others."""
+    """What the registry needs from a broker (reactor/brokers/)."""
 
     def publish(self, topic: str | None, opcode: int, payload: bytes) -> None:
-        """Deliver to every other worker / server; ``topic`` None is a broadcast."""
+        """Queue for every other worker / server; ``topic`` None is a broadcast."""
+
+    def flush(self) -> None:
+        """Send what was queued (once per client read: one write per link)."""
 
 
 def encode_message(message: Any) -> tuple[int, bytes]:
@@ -68,7 +71,7 @@ def check_topic(topic: Any) -> str:
 class Topics:
     """The per-worker topic registry and publisher of one WebSocket handler."""
 
-    __slots__ = ("_handler", "_subscribers", "_topics_of", "_held", "broker")
+    __slots__ = ("_handler", "_subscribers", "_topics_of", "_held", "_holding", "dirty", "broker")
 
     def __init__(self, handler: WebSocketHandler) -> None:
         self._handler = handler
@@ -77,6 +80,8 @@ class Topics:
         # Publishes held while a read is answered: (topic, frame, connection that
         # already has it corked, or None), in publish order.
         self._held: list[tuple[str, bytes, WebSocketConnection | None]] = []
+        self._holding = False  # a broker batch is being delivered (see hold())
+        self.dirty = False  # held frames or queued broker records: flush() has work
         self.broker: Broker | None = None
 
     # ---- membership ------------------------------------------------------------
@@ -87,8 +92,8 @@ class Topics:
         mine = self._topics_of.get(ws)
         if mine is not None and (mine == topic if type(mine) is str else topic in mine):
             return False
-        if self._held:
-            self.release()  # what was published before this subscription is not its
+        if self.dirty:
+            self.flush()  # what was published before this subscription is not its
         if mine is None:
             self._topics_of[ws] = topic
         elif type(mine) is str:
@@ -104,8 +109,8 @@ class Topics:
         mine = self._topics_of.get(ws)
         if mine is None or not (mine == topic if type(mine) is str else topic in mine):
             return False
-        if self._held:
-            self.release()  # what was published while it was subscribed is still its
+        if self.dirty:
+            self.flush()  # what was published while it was subscribed is still its
         if type(mine) is str:
             del self._topics_of[ws]
         else:
@@ -149,8 +154,18 @@ class Topics:
         check_topic(topic)
         opcode, payload = encode_message(message)
         self.deliver(topic, serialize_frame(opcode, payload))
-        if self.broker is not None:
-            self.broker.publish(topic, opcode, payload)
+        self.forward(topic, opcode, payload)
+
+    def forward(self, topic: str | None, opcode: int, payload: bytes) -> None:
+        """Hand a publish (``topic`` None: a broadcast) to the broker, if any:
+        sent at once, or with the others of this read when output is held."""
+        broker = self.broker
+        if broker is not None:
+            broker.publish(topic, opcode, payload)
+            if self._handler._corked is None and not self._holding:
+                broker.flush()
+            else:
+                self.dirty = True
 
     def deliver(self, topic: str, frame: bytes) -> None:
         """Write ``frame`` to this worker's subscribers of ``topic`` (held while
@@ -159,20 +174,41 @@ class Topics:
         if not subscribers:
             return
         corked = self._handler._corked
-        if corked is None:
+        if corked is None and not self._holding:
             for ws in subscribers:
                 if ws._state is OPEN:
                     ws._push(frame)
             return
-        if corked in subscribers and corked._state is OPEN:
+        if corked is not None and corked in subscribers and corked._state is OPEN:
             corked._push(frame)  # into the corked output, in order with its replies
         else:
             corked = None
         self._held.append((topic, frame, corked))
+        self.dirty = True
+
+    # ---- what other workers published (the broker's Sink) ---------------------------
+
+    def hold(self) -> None:
+        self._holding = True
+
+    def receive(self, topic: str | None, opcode: int, payload: bytes) -> None:
+        frame = serialize_frame(opcode, payload)
+        if topic is None:
+            self._handler.broadcast_frame(frame)
+        else:
+            self.deliver(topic, frame)
 
     def release(self) -> None:
+        """The broker's batch is delivered: write it."""
+        self._holding = False
+        self.flush()
+
+    def flush(self) -> None:
         """Write the held publishes: per run of one topic, one joined write to
-        each subscriber."""
+        each subscriber. Then the broker sends what this read published."""
+        self.dirty = False
+        if self.broker is not None:
+            self.broker.flush()
         held, self._held = self._held, []
         start, end = 0, len(held)
         while start < end:

@@ -54,6 +54,7 @@ import logging
 import os
 from typing import Any
 
+from .. import brokers
 from ..app import CLOSE_INTERNAL_ERROR, callbacks, load_app, make_app
 from ..handler import Handler
 from ..http.request import HttpError, Request, RequestParser
@@ -219,8 +220,8 @@ class WebSocketConnection(ServerProtocol):
         if handler._corked is self:
             handler._parts.append(frame)
         else:
-            if handler.topics._held:
-                handler.topics.release()  # held publishes first: they came before
+            if handler.topics.dirty:
+                handler.topics.flush()  # held publishes first: they came before
             self._conn.write(frame)
 
     def _push(self, frame: bytes) -> bool:
@@ -230,8 +231,8 @@ class WebSocketConnection(ServerProtocol):
             handler._parts.append(frame)
             handler._gather |= len(frame) >= WRITEV_MIN
             return True
-        if handler.topics._held:
-            handler.topics.release()  # held publishes first: they came before
+        if handler.topics.dirty:
+            handler.topics.flush()  # held publishes first: they came before
         conn = self._conn
         if conn.pending() > handler.max_send_buffer:
             self._overflow()
@@ -335,9 +336,8 @@ class WebSocketServer:
         many connections of this worker got it."""
         opcode, payload = encode_message(message)
         sent = self._handler.broadcast_frame(serialize_frame(opcode, payload))
-        broker = self._handler.topics.broker
-        if broker is not None and not local:
-            broker.publish(EVERYONE, opcode, payload)
+        if not local:
+            self._handler.topics.forward(EVERYONE, opcode, payload)
         return sent
 
     def subscriber_count(self, topic: str) -> int:
@@ -484,14 +484,14 @@ class WebSocketHandler(Handler):
         self._parts.clear()  # nothing of a failed connection may leak into the next
         self._gather = False
         self._final = False
-        if self.topics._held:
-            self.topics.release()  # publishes made before the failure are the others'
+        if self.topics.dirty:
+            self.topics.flush()  # publishes made before the failure are the others'
 
     def broadcast_frame(self, frame: bytes) -> int:
         """Write ``frame`` to every open connection of this worker (a walk of
         the reactor's slots: zero bytes per connection for a set of them)."""
-        if self.topics._held:
-            self.topics.release()
+        if self.topics.dirty:
+            self.topics.flush()
         sent = 0
         for ws in self.server.connections:
             if ws._state is OPEN and ws._push(frame):
@@ -514,8 +514,8 @@ class WebSocketHandler(Handler):
                 conn.write(b"".join(parts))  # small frames: one copy beats an iovec each
             parts.clear()
             self._gather = False
-        if self.topics._held:
-            self.topics.release()  # this read's publishes, one write per subscriber
+        if self.topics.dirty:
+            self.topics.flush()  # this read's publishes, one write per subscriber
         if ws._state is CLOSED:  # close answered or a violation: TCP goes once flushed
             conn.close_after_flush()
             if conn.pending():
@@ -730,6 +730,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Origin; default: any)",
     )
     add(
+        "--broker",
+        choices=["local"],
+        default="local",
+        help="how the workers of this server pass publishes and broadcasts to each other: "
+        "local: Unix sockets between the workers, no external service (docs/topics.md)",
+    )
+    add(
         "--app",
         type=load_app,
         default=None,
@@ -758,6 +765,7 @@ def make_handler(options: argparse.Namespace, reactor: Reactor) -> WebSocketHand
         subprotocols=tuple(options.subprotocol),
         origins=None if origins is None else [o or None for o in origins],
     )
+    handler.topics.broker = brokers.create(options, reactor, handler.topics)
     log.info(
         "websocket: app=%s unmask=%s max-message-size=%d ping-interval=%gs",
         type(handler.app).__qualname__,
