@@ -1,4 +1,5 @@
-"""Brokers: carry publishes between the workers of a server (``local``).
+"""Brokers: carry publishes between the workers of a server (``local``) and
+between servers (``redis://...``).
 
 A broker moves ``(topic, opcode, payload)`` and never sees a connection: what
 it receives it hands to a ``Sink`` (the WebSocket glue's topic registry),
@@ -10,6 +11,7 @@ the layering test: it imports no protocol code.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from typing import Protocol
 
 from ..loop import Reactor
@@ -35,6 +37,24 @@ class Broker(Protocol):
     def flush(self) -> None:
         """Send what ``publish`` queued."""
 
+    def topic_added(self, topic: str) -> None:
+        """The first connection of this worker joined ``topic``."""
+
+    def topic_removed(self, topic: str) -> None:
+        """The last connection of this worker left ``topic``."""
+
+
+def check_url(value: str) -> str:
+    """``--broker`` values: ``local`` or a Redis URL (checked before any fork)."""
+    if value == "local":
+        return value
+    from .redis import parse_url
+
+    parse_url(value)  # BrokerUrlError (a ValueError) says what is wrong
+    if importlib.util.find_spec("hiredis") is None:
+        raise ValueError("--broker redis:// needs hiredis: pip install 'reactor[redis]'")
+    return value
+
 
 def create(options: argparse.Namespace, reactor: Reactor, sink: Sink) -> Broker | None:
     """The broker ``--broker`` names, or None when there is no one to reach
@@ -46,4 +66,6 @@ def create(options: argparse.Namespace, reactor: Reactor, sink: Sink) -> Broker 
         from .local import LocalBroker
 
         return LocalBroker(reactor, sink, group, options.worker_index, options.workers)
-    raise ValueError(f"unknown broker {options.broker!r}")
+    from .redis import RedisBroker
+
+    return RedisBroker(reactor, sink, options.broker)

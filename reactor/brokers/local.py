@@ -93,6 +93,12 @@ class LocalBroker:
     def publish(self, topic: str | None, opcode: int, payload: bytes) -> None:
         self._queued.append(encode(topic, opcode, payload))
 
+    def topic_added(self, topic: str) -> None:
+        """Every worker gets every publish: no subscription to keep."""
+
+    def topic_removed(self, topic: str) -> None:
+        """See topic_added."""
+
     def flush(self) -> None:
         queued = self._queued
         if not queued:

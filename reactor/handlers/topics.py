@@ -47,6 +47,12 @@ class Broker(Protocol):
     def flush(self) -> None:
         """Send what was queued (once per client read: one write per link)."""
 
+    def topic_added(self, topic: str) -> None:
+        """This worker's first subscriber of ``topic``."""
+
+    def topic_removed(self, topic: str) -> None:
+        """This worker's last subscriber of ``topic`` left."""
+
 
 def encode_message(message: Any) -> tuple[int, bytes]:
     """(opcode, payload) of a text (str) or binary (bytes-like) message."""
@@ -100,7 +106,12 @@ class Topics:
             self._topics_of[ws] = {mine, topic}
         else:
             mine.add(topic)
-        self._subscribers.setdefault(topic, {})[ws] = None
+        subscribers = self._subscribers.get(topic)
+        if subscribers is None:
+            self._subscribers[topic] = subscribers = {}
+            if self.broker is not None:
+                self.broker.topic_added(topic)
+        subscribers[ws] = None
         return True
 
     def unsubscribe(self, ws: WebSocketConnection, topic: str) -> bool:
@@ -139,6 +150,8 @@ class Topics:
         del subscribers[ws]
         if not subscribers:
             del self._subscribers[topic]  # no empty topic outlives its last subscriber
+            if self.broker is not None:
+                self.broker.topic_removed(topic)
 
     def subscriber_count(self, topic: str) -> int:
         return len(self._subscribers.get(topic, ()))

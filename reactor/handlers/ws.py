@@ -731,10 +731,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add(
         "--broker",
-        choices=["local"],
+        type=broker_url,
         default="local",
-        help="how the workers of this server pass publishes and broadcasts to each other: "
-        "local: Unix sockets between the workers, no external service (docs/topics.md)",
+        metavar="local|redis://[:PASSWORD@]HOST[:PORT][/DB]",
+        help="how publishes and broadcasts reach the other workers: local: Unix sockets "
+        "between the workers of this server, no external service; redis://...: every "
+        "server attached to that Redis (pub/sub; needs hiredis) (docs/topics.md)",
     )
     add(
         "--app",
@@ -744,6 +746,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the application: a WebSocketApp instance, subclass or factory "
         "(default: echo every message)",
     )
+
+
+def broker_url(value: str) -> str:
+    try:
+        return brokers.check_url(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def make_handler(options: argparse.Namespace, reactor: Reactor) -> WebSocketHandler:
