@@ -98,7 +98,7 @@ def synchronized(publisher, subscribers, topic: str = "/t") -> None:
     Redis: pub/sub is at-most-once, nothing waits for a late subscriber), then
     a marker after which each subscriber's stream is clean."""
     seen = [False] * len(subscribers)
-    for attempt in range(100):
+    for _ in range(100):
         publisher.send(f"pub {topic} probe")
         for index, ws in enumerate(subscribers):
             with contextlib.suppress(TimeoutError):
