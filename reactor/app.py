@@ -71,7 +71,9 @@ class Connection(Protocol):
 
     @property
     def remote_address(self) -> Any:
-        """(host, port) of the peer, looked up on demand (a syscall); None once closed."""
+        """(host, port) of the peer, looked up on demand (a syscall); None once closed.
+        Behind a proxy listed in --forwarded-allow-ips: (client IP, 0), the client
+        its X-Forwarded-For names (docs/deployment.md)."""
 
     @property
     def buffered_amount(self) -> int:

@@ -317,3 +317,17 @@ def test_rooms_through_a_server_and_the_websockets_client(tmp_path, monkeypatch)
             assert b1.recv() == "hello b"
     finally:
         server.stop()
+
+
+def test_a_bad_forwarded_allow_ips_is_a_usage_error():
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "reactor", "--forwarded-allow-ips", "127.0.0.1,proxy"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2 and "'proxy' is not an IP address" in done.stderr
+    assert "Traceback" not in done.stderr

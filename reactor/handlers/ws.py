@@ -50,6 +50,7 @@ would read as a peer violation and leave the frame stream mid-window.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 from typing import Any
@@ -199,6 +200,9 @@ class WebSocketConnection(ServerProtocol):
     def remote_address(self) -> Any:
         if self._state is CLOSED:
             return None  # the reactor slot may already belong to another connection
+        forwarded = self.handler._forwarded
+        if forwarded and self in forwarded:
+            return forwarded[self]
         try:
             return self._conn.peer()
         except OSError:
@@ -275,8 +279,11 @@ class WebSocketConnection(ServerProtocol):
         self.handler._final = True  # _flush closes TCP with it
 
     def on_close(self, code: int, reason: str) -> None:
-        self.handler.open_count -= 1
-        self.handler.topics.drop(self)
+        handler = self.handler
+        handler.open_count -= 1
+        handler.topics.drop(self)
+        if handler._forwarded:
+            handler._forwarded.pop(self, None)
         try:
             self._app_close(self, code, reason)
         except Exception:
@@ -386,6 +393,7 @@ class WebSocketHandler(Handler):
         header_timeout: float = DEFAULT_HEADER_TIMEOUT,
         subprotocols: tuple[str, ...] = (),
         origins: list[str | None] | None = None,
+        forwarded_allow_ips: tuple[str, ...] = (),
     ) -> None:
         self.reactor = reactor
         # The receive buffer prepared once for the C routines (every on_data
@@ -405,6 +413,9 @@ class WebSocketHandler(Handler):
         self._gather = False  # a part is large: writev them rather than join
         self._final = False  # the parts end with the reply to the peer's close
         self.topics = Topics(self)
+        # --forwarded-allow-ips: proxies whose X-Forwarded-For names the client ("*": any).
+        self.forwarded_allow_ips = frozenset(forwarded_allow_ips)
+        self._forwarded: dict[WebSocketConnection, tuple[str, int]] = {}  # proxied ones only
         self.app = make_app(app)
         self._bind_app()
         reactor.call_every(SWEEP_INTERVAL, self._sweep)
@@ -609,6 +620,8 @@ class WebSocketHandler(Handler):
         ws = self.connection_class(conn, answer.subprotocol, self.max_message_size)
         ws.accept()
         conn.ctx = ws
+        if self.forwarded_allow_ips:
+            self._remember_client(conn, ws, request)
         self.open_count += 1
         self._parts.append(answer.response)  # the 101 leaves with on_open's and the frames'
         self._corked = ws
@@ -623,6 +636,24 @@ class WebSocketHandler(Handler):
             self._feed(conn, ws, buf, start, end)
         else:  # another handler's buffer: a private copy (rare; keeps its exports clean)
             self._feed(conn, ws, bytes(memoryview(buf)[start:end]), 0, end - start)
+
+    def _remember_client(self, conn: Connection, ws: WebSocketConnection, request: Request):
+        """Behind a trusted proxy, the client is the right-most X-Forwarded-For
+        entry that is not itself a trusted proxy (entries to its left are what
+        the client claimed; only proxies we trust appended the rest)."""
+        chain = request.get("x-forwarded-for")
+        if not chain:
+            return
+        try:
+            proxy = conn.peer()[0]
+        except OSError:
+            return
+        trusted = self.forwarded_allow_ips
+        if "*" not in trusted and proxy not in trusted:
+            return  # a direct client may claim anything: ignored
+        entries = [entry.strip() for entry in chain.split(",") if entry.strip()]
+        client = next((e for e in reversed(entries) if e not in trusted), entries[0])
+        self._forwarded[ws] = (client, 0)  # the client's port is not forwarded
 
     def _upgrade_required(self, conn: Connection, request: Request) -> None:
         """A plain HTTP request: 426 tells the client what this port speaks.
@@ -730,6 +761,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Origin; default: any)",
     )
     add(
+        "--forwarded-allow-ips",
+        type=ip_list,
+        default=(),
+        metavar="IP[,IP...]",
+        help="proxies (e.g. nginx) trusted to name the client in X-Forwarded-For: "
+        "conn.remote_address then gives (client IP, 0); '*': any peer (default: none)",
+    )
+    add(
         "--broker",
         type=broker_url,
         default="local",
@@ -746,6 +785,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the application: a WebSocketApp instance, subclass or factory "
         "(default: echo every message)",
     )
+
+
+def ip_list(value: str) -> tuple[str, ...]:
+    entries = tuple(entry.strip() for entry in value.split(",") if entry.strip())
+    for entry in entries:
+        if entry != "*":
+            try:
+                ipaddress.ip_address(entry)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{entry!r} is not an IP address") from None
+    return entries
 
 
 def broker_url(value: str) -> str:
@@ -773,6 +823,7 @@ def make_handler(options: argparse.Namespace, reactor: Reactor) -> WebSocketHand
         header_timeout=getattr(options, "header_timeout", DEFAULT_HEADER_TIMEOUT),
         subprotocols=tuple(options.subprotocol),
         origins=None if origins is None else [o or None for o in origins],
+        forwarded_allow_ips=options.forwarded_allow_ips,
     )
     handler.topics.broker = brokers.create(options, reactor, handler.topics)
     log.info(
