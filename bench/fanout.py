@@ -283,6 +283,27 @@ class Run:
             sock.close()
 
 
+def core_times() -> dict[int, tuple[float, float]]:
+    """Per core: (busy, total) jiffies from /proc/stat."""
+    cores = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            name, *fields = line.split()
+            if name.startswith("cpu") and name != "cpu":
+                values = [float(v) for v in fields[:8]]
+                idle = values[3] + values[4]  # idle + iowait
+                cores[int(name[3:])] = (sum(values) - idle, sum(values))
+    return cores
+
+
+def core_busy(before: dict, after: dict, core: int) -> float | None:
+    if core not in before or core not in after:
+        return None
+    busy = after[core][0] - before[core][0]
+    total = after[core][1] - before[core][1]
+    return round(busy / total, 3) if total else None
+
+
 def percentile(values: array, share: float) -> float | None:
     if not values:
         return None
@@ -310,11 +331,13 @@ def measure(config: str, subscribers: int, args: argparse.Namespace) -> dict:
         stack.callback(run.close)
         run.loop(time.monotonic() + args.warmup, None)
         latencies = array("q")
+        cores0 = core_times()
         cpu0, server_cpu0, t0 = time.process_time(), server.cpu_seconds(), time.monotonic()
         deliveries = run.loop(t0 + args.duration, latencies)
         elapsed = time.monotonic() - t0
         cpu = time.process_time() - cpu0
         server_cpu = server.cpu_seconds() - server_cpu0
+        cores1 = core_times()
         run.loop(time.monotonic() + GRACE, None, publishing=False)  # the rest arrives
         lost = run.published - run.completed
         if lost or any(seq != run.published for seq in run.next_seq):
@@ -331,6 +354,11 @@ def measure(config: str, subscribers: int, args: argparse.Namespace) -> dict:
         "latency_us_p50": percentile(latencies, 0.5),
         "latency_us_p99": percentile(latencies, 0.99),
         "loadgen_core_share": round(cpu / elapsed, 3),
+        "server_core_share": round(server_cpu / elapsed, 3),
+        # Busy share of each pinned core, whoever ran there: well above the process's own
+        # share means other programs took that core (a shared machine).
+        "server_core_busy": core_busy(cores0, cores1, args.server_cpu),
+        "loadgen_core_busy": core_busy(cores0, cores1, args.loadgen_cpu),
         "server_cpu_us_per_delivery": round(server_cpu / deliveries * 1e6, 3)
         if deliveries
         else None,
@@ -341,14 +369,15 @@ def measure(config: str, subscribers: int, args: argparse.Namespace) -> dict:
 def table(results: list[dict]) -> str:
     lines = [
         "| config | subscribers | deliveries/s | p50 µs | p99 µs | server CPU µs/delivery "
-        "| load generator core share |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| server / its core busy | load generator / its core busy |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
             f"| {r['config']} | {r['subscribers']:,} | {r['deliveries_per_s']:,} "
             f"| {r['latency_us_p50']:.0f} | {r['latency_us_p99']:.0f} "
-            f"| {r['server_cpu_us_per_delivery']} | {r['loadgen_core_share']} |"
+            f"| {r['server_cpu_us_per_delivery']} | {r['server_core_share']} / "
+            f"{r['server_core_busy']} | {r['loadgen_core_share']} / {r['loadgen_core_busy']} |"
         )
     return "\n".join(lines)
 

@@ -128,6 +128,8 @@ class LocalBroker:
         link = self._links.get(peer)
         if link is not None and not link.closed:
             return link
+        if self.reactor.stopping:
+            return None  # shutting down: no new links
         now = self.reactor.now
         if self._retry_at.get(peer, 0.0) > now:
             return None
