@@ -111,6 +111,11 @@ class Server(Protocol):
     def subscriber_count(self, topic: str) -> int:
         """Subscribers of ``topic`` on this worker."""
 
+    @property
+    def broker_stats(self) -> dict[str, int]:
+        """This worker's broker counters (published, received, dropped, and
+        unreachable or reconnects); empty without a broker. See docs/topics.md."""
+
     def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> Any:
         """Run ``callback(*args)`` once after ``delay`` seconds (returns a timer
         with ``cancel()``)."""

@@ -215,3 +215,47 @@ def test_record_encoding_round_trips():
     assert length == len(record) - 4 and kind == 1 and topic_size == 3
     broadcast = local.encode(None, 2, b"")
     assert local.HEADER.unpack_from(broadcast)[1] == local.BROADCAST | 2
+
+
+class FakeLink:
+    """What _LinkReceiver uses of a connection."""
+
+    def __init__(self) -> None:
+        self.ctx = None
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+        self.ctx = None
+
+
+class Collect:
+    def __init__(self) -> None:
+        self.got: list = []
+        self.batches = 0
+
+    def hold(self) -> None:
+        self.batches += 1
+
+    def receive(self, topic, opcode, payload) -> None:
+        self.got.append((topic, opcode, payload))
+
+    def release(self) -> None: ...
+
+
+def test_records_cut_anywhere_by_reads_are_delivered_whole_and_in_order():
+    records = [("t", 1, b"one"), (None, 2, os.urandom(70_000)), ("\u00e9t\u00e9", 1, b"")]
+    stream = b"".join(local.encode(*record) for record in records)
+    for step in (1, 7, 4096, len(stream)):
+        sink, link = Collect(), FakeLink()
+        receiver = local._LinkReceiver(sink, {"received": 0})
+        for start in range(0, len(stream), step):
+            receiver.on_data(link, memoryview(stream[start : start + step]))
+        assert sink.got == records and link.ctx is None
+
+
+def test_a_malformed_record_drops_the_link():
+    sink, link = Collect(), FakeLink()
+    receiver = local._LinkReceiver(sink, {"received": 0})
+    receiver.on_data(link, memoryview(local.HEADER.pack(1, 1, 5) + b"xxxxx"))
+    assert link.closed and link.ctx is None and sink.got == []

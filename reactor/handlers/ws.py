@@ -351,6 +351,12 @@ class WebSocketServer:
         """Subscribers of ``topic`` on this worker."""
         return self._handler.topics.subscriber_count(topic)
 
+    @property
+    def broker_stats(self) -> dict[str, int]:
+        """This worker's broker counters (a copy; empty without a broker)."""
+        broker = self._handler.topics.broker
+        return dict(getattr(broker, "stats", {}))
+
     def call_later(self, delay: float, callback: Any, *args: Any) -> Timer:
         return self._handler.reactor.call_later(delay, callback, *args)
 
