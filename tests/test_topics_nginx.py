@@ -19,6 +19,7 @@ import subprocess
 import time
 
 import pytest
+from test_browser import CHROMIUM, Browser, drive_echo_page
 from test_topics_redis import Redis, free_port, synchronized
 from test_ws_server import client
 from testkit import ServerProcess
@@ -50,6 +51,8 @@ class Rooms(WebSocketApp):
             conn.send(str(os.getpid()))
         elif verb == "addr":
             conn.send(repr(conn.remote_address))
+        else:
+            conn.send(data)  # the echo page of html/ (the Chromium test)
 
 
 rooms = Rooms()
@@ -114,52 +117,68 @@ class Nginx:
                 self.proc.wait(10)
 
 
-def test_nginx_in_front_of_two_servers_on_one_redis(tmp_path, monkeypatch):
+@pytest.fixture
+def proxied(tmp_path, monkeypatch):
+    """nginx on a free port in front of two servers attached to one redis-server."""
     (tmp_path / "proxied.py").write_text(APP)
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     redis = Redis(tmp_path)
-    started: list = [redis]
+    started: list = []
     try:
         args = ["--proto", "auto", "--app", "proxied:rooms", "--broker", redis.url]
         args += ["--forwarded-allow-ips", PROXY_ADDRESS]
-        one, two = ServerProcess(args), ServerProcess(args)
-        started += [one, two]
-        for server in (one, two):
-            server.wait_for_log(r"redis 127.0.0.1:\d+: connected")
+        for _ in range(2):
+            started.append(ServerProcess(args))
+            started[-1].wait_for_log(r"redis 127.0.0.1:\d+: connected")
         prefix = tmp_path / "nginx"
         prefix.mkdir()
-        nginx = Nginx(prefix, one.port, two.port)
+        nginx = Nginx(prefix, started[0].port, started[1].port)
         started.append(nginx)
-        with contextlib.ExitStack() as stack:
-            clients = [stack.enter_context(client(nginx.port, "/room")) for _ in range(4)]
-            pids = {}
-            for ws in clients:
-                ws.send("pid")
-                pids[id(ws)] = ws.recv(timeout=10)
-            assert len(set(pids.values())) == 2  # nginx spread them over both servers
-            publisher = stack.enter_context(client(nginx.port))
-            synchronized(publisher, clients, "/room")
-            publisher.send("pub /room across the proxy")
-            for ws in clients:  # on both servers
-                assert ws.recv(timeout=10) == "across the proxy"
-            # A client at 127.0.0.3 claiming to be 203.0.113.7: nginx appends the address
-            # it saw, the servers trust nginx (127.0.0.2) only, so the client is 127.0.0.3.
-            source = socket.socket()
-            source.bind(("127.0.0.3", 0))
-            source.connect(("127.0.0.1", nginx.port))
-            claimed = stack.enter_context(
-                client(
-                    nginx.port,
-                    "/",
-                    sock=source,
-                    additional_headers={"X-Forwarded-For": "203.0.113.7"},
-                )
-            )
-            claimed.send("addr")
-            assert claimed.recv(timeout=10) == "('127.0.0.3', 0)"  # port 0: from the header
-        with client(one.port, "/", additional_headers={"X-Forwarded-For": "198.51.100.1"}) as ws:
-            ws.send("addr")  # a direct client is no trusted proxy: its claim is ignored
-            assert ws.recv(timeout=10).startswith("('127.0.0.1', ")
+        yield started[0], started[1], nginx
     finally:
         for item in reversed(started):
-            item.stop() if not isinstance(item, Redis) else item.kill()
+            item.stop()
+        redis.kill()
+
+
+def test_nginx_in_front_of_two_servers_on_one_redis(proxied):
+    one, two, nginx = proxied
+    with contextlib.ExitStack() as stack:
+        clients = [stack.enter_context(client(nginx.port, "/room")) for _ in range(4)]
+        pids = {}
+        for ws in clients:
+            ws.send("pid")
+            pids[id(ws)] = ws.recv(timeout=10)
+        assert len(set(pids.values())) == 2  # nginx spread them over both servers
+        publisher = stack.enter_context(client(nginx.port))
+        synchronized(publisher, clients, "/room")
+        publisher.send("pub /room across the proxy")
+        for ws in clients:  # on both servers
+            assert ws.recv(timeout=10) == "across the proxy"
+        # A client at 127.0.0.3 claiming to be 203.0.113.7: nginx appends the address
+        # it saw, the servers trust nginx (127.0.0.2) only, so the client is 127.0.0.3.
+        source = socket.socket()
+        source.bind(("127.0.0.3", 0))
+        source.connect(("127.0.0.1", nginx.port))
+        claimed = stack.enter_context(
+            client(
+                nginx.port, "/", sock=source, additional_headers={"X-Forwarded-For": "203.0.113.7"}
+            )
+        )
+        claimed.send("addr")
+        assert claimed.recv(timeout=10) == "('127.0.0.3', 0)"  # port 0: from the header
+    with client(one.port, "/", additional_headers={"X-Forwarded-For": "198.51.100.1"}) as ws:
+        ws.send("addr")  # a direct client is no trusted proxy: its claim is ignored
+        assert ws.recv(timeout=10).startswith("('127.0.0.1', ")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+def test_the_page_works_through_nginx_in_chromium(proxied, tmp_path):
+    one, two, nginx = proxied
+    text = f"through nginx {os.urandom(4).hex()}"
+    browser = Browser(tmp_path / "profile")
+    try:
+        shown = drive_echo_page(browser, f"http://127.0.0.1:{nginx.port}/", text)
+    finally:
+        browser.stop()
+    assert shown == f"echo: {text}"
