@@ -41,6 +41,12 @@ gets in reply to its own messages. Output pushed to a connection from
 elsewhere (broadcast, other connections, timers) when it is already over the
 limit closes it with 1008 (policy violation) instead of buffering more.
 
+Topics (reactor/handlers/topics.py): the handler owns this worker's topic
+registry (``conn.subscribe``, ``server.publish``) and the broker that carries
+publishes to the other workers or servers (reactor/brokers/). Publishes made
+while a read is answered are held with the cork and leave after it, one write
+per subscriber; any other output to another connection releases them first.
+
 Application exceptions are caught around every callback: logged once with
 the traceback, that connection closed with 1011. Catching inside the hooks
 matters: an exception (above all a ProtocolError) escaping ``receive()``
@@ -53,6 +59,7 @@ import argparse
 import ipaddress
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 from .. import brokers
@@ -400,6 +407,7 @@ class WebSocketHandler(Handler):
         subprotocols: tuple[str, ...] = (),
         origins: list[str | None] | None = None,
         forwarded_allow_ips: tuple[str, ...] = (),
+        broker: Callable[[Topics], Any] | None = None,
     ) -> None:
         self.reactor = reactor
         # The receive buffer prepared once for the C routines (every on_data
@@ -419,6 +427,8 @@ class WebSocketHandler(Handler):
         self._gather = False  # a part is large: writev them rather than join
         self._final = False  # the parts end with the reply to the peer's close
         self.topics = Topics(self)
+        if broker is not None:  # before on_start, which may already publish
+            self.topics.broker = broker(self.topics)
         # --forwarded-allow-ips: proxies whose X-Forwarded-For names the client ("*": any).
         self.forwarded_allow_ips = frozenset(forwarded_allow_ips)
         self._forwarded: dict[WebSocketConnection, tuple[str, int]] = {}  # proxied ones only
@@ -830,8 +840,8 @@ def make_handler(options: argparse.Namespace, reactor: Reactor) -> WebSocketHand
         subprotocols=tuple(options.subprotocol),
         origins=None if origins is None else [o or None for o in origins],
         forwarded_allow_ips=options.forwarded_allow_ips,
+        broker=lambda sink: brokers.create(options, reactor, sink),
     )
-    handler.topics.broker = brokers.create(options, reactor, handler.topics)
     log.info(
         "websocket: app=%s unmask=%s max-message-size=%d ping-interval=%gs",
         type(handler.app).__qualname__,
