@@ -53,6 +53,12 @@ class Commands(WebSocketApp):
             conn.subscribe(42)
         elif verb == "bad-message":
             server.publish("t", 42)
+        elif verb == "long-topic":
+            conn.subscribe("x" * 1025)
+
+    def on_close(self, conn, code, reason):
+        for topic in conn.topics:  # still known here: tell the others who left
+            self.server.publish(topic, f"left {topic}")
 
 
 class Harness:
@@ -273,6 +279,17 @@ def test_a_subscriber_over_the_send_buffer_is_closed_with_1008(harness):
     assert 0 < got < 40
 
 
+def test_on_close_still_sees_the_topics_and_can_tell_the_others(harness):
+    h = harness()
+    alice, bob = h.open(), h.open()
+    for raw in (alice, bob):
+        assert h.ask(raw, "sub lobby") == "sub True"
+    alice.sock.close()
+    h.run()
+    assert bob.recv_frame()[2] == b"left lobby"
+    assert h.handler.topics.subscriber_count("lobby") == 1
+
+
 def test_mistakes_are_one_clear_type_error(harness, caplog):
     h = harness()
     alice = h.open()
@@ -283,6 +300,10 @@ def test_mistakes_are_one_clear_type_error(harness, caplog):
     h.say(bob, "bad-message")
     assert bob.recv_close()[0] == 1011
     assert "a message is str (text) or bytes-like (binary), not int" in caplog.text
+    carol = h.open()
+    h.say(carol, "long-topic")
+    assert carol.recv_close()[0] == 1011
+    assert "a topic is at most 1024 characters, not 1025" in caplog.text
 
 
 TOPIC_APP = """

@@ -68,9 +68,15 @@ def encode_message(message: Any) -> tuple[int, bytes]:
         ) from None
 
 
+MAX_TOPIC_LENGTH = 1024  # characters: room names, not payloads; keeps every broker record
+#                          header small (the local broker's topic length is 16 bits)
+
+
 def check_topic(topic: Any) -> str:
     if type(topic) is not str:
         raise TypeError(f"a topic is a str, not {type(topic).__name__}")
+    if len(topic) > MAX_TOPIC_LENGTH:
+        raise ValueError(f"a topic is at most {MAX_TOPIC_LENGTH} characters, not {len(topic)}")
     return topic
 
 

@@ -288,13 +288,14 @@ class WebSocketConnection(ServerProtocol):
     def on_close(self, code: int, reason: str) -> None:
         handler = self.handler
         handler.open_count -= 1
-        handler.topics.drop(self)
-        if handler._forwarded:
-            handler._forwarded.pop(self, None)
         try:
-            self._app_close(self, code, reason)
+            self._app_close(self, code, reason)  # conn.topics still answers here
         except Exception:
             log.exception("application on_close failed on fd %d", self._conn.fd)
+        finally:
+            handler.topics.drop(self)
+            if handler._forwarded:
+                handler._forwarded.pop(self, None)
 
     def _app_failed(self, callback: str, exc: Exception) -> None:
         log.error(
