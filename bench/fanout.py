@@ -12,7 +12,10 @@ Configurations (``--configs``):
 - ``workers2``: ``--workers 2 --broker local`` (subscribers spread by
   SO_REUSEPORT: about half get each publish through the local broker);
 - ``redis``: ``--workers 2 --broker redis://`` to a redis-server started here
-  (its own port and temp dir, stopped by PID): about half through Redis.
+  (its own port and temp dir, stopped by PID): about half through Redis;
+- ``socketify``: uWebSockets (``ws.subscribe`` / ``app.publish``,
+  bench/peers/socketify_fanout.py) in the same run, for comparison (needs the
+  bench extra).
 
 The server runs pinned to one core (``taskset -c 0``, all its workers; Redis
 too), this load generator to the other (``--loadgen-cpu``). The load
@@ -319,12 +322,13 @@ def measure(config: str, subscribers: int, args: argparse.Namespace) -> dict:
             workers = 2
         if config == "redis":
             broker, _ = stack.enter_context(redis_server(args.server_cpu))
-        argv = [args.python, "-m", "reactor", "--proto", "ws", "--host", "127.0.0.1"]
-        argv += ["--port", "0", "--app", "fanout_app:app", "--workers", str(workers)]
-        argv += ["--broker", broker, "--idle-timeout", "0", "--ping-interval", "0"]
-        argv += ["--log-level", "warning" if workers == 1 else "info"]
-        if workers == 1:
-            argv[argv.index("--log-level") + 1] = "info"
+        if config == "socketify":
+            argv = [args.python, str(BENCH_DIR / "peers" / "socketify_fanout.py")]
+            argv += ["--host", "127.0.0.1", "--port", "0"]
+        else:
+            argv = [args.python, "-m", "reactor", "--proto", "ws", "--host", "127.0.0.1"]
+            argv += ["--port", "0", "--app", "fanout_app:app", "--workers", str(workers)]
+            argv += ["--broker", broker, "--idle-timeout", "0", "--ping-interval", "0"]
         server = Server(argv, args.server_cpu, workers, env)
         stack.callback(server.stop)
         run = Run(server.port, subscribers, args.window)
@@ -386,7 +390,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = p.add_argument
     add("--subscribers", default="1000,10000", help="comma list of subscriber counts")
-    add("--configs", default="one,workers2,redis", help="comma list of one, workers2, redis")
+    add(
+        "--configs",
+        default="one,workers2,redis",
+        help="comma list of one, workers2, redis, socketify",
+    )
     add("--window", type=int, default=16, help="publishes outstanding")
     add("--duration", type=float, default=5.0, help="measured seconds per configuration")
     add("--warmup", type=float, default=1.0, help="unmeasured seconds before")
@@ -397,7 +405,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.subscribers = [int(n) for n in args.subscribers.split(",")]
     args.configs = args.configs.split(",")
-    unknown = set(args.configs) - {"one", "workers2", "redis"}
+    unknown = set(args.configs) - {"one", "workers2", "redis", "socketify"}
     if unknown:
         p.error(f"unknown configs: {sorted(unknown)}")
     return args

@@ -4,6 +4,7 @@ Correctness only: no figure is asserted."""
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from pathlib import Path
 
@@ -14,12 +15,12 @@ FANOUT = REPO / "bench" / "fanout.py"
 
 
 def configs() -> str:
-    have_redis = shutil.which("redis-server") is not None
-    try:
-        import hiredis  # noqa: F401
-    except ImportError:
-        have_redis = False
-    return "one,workers2,redis" if have_redis else "one,workers2"
+    chosen = ["one", "workers2"]
+    if shutil.which("redis-server") and importlib.util.find_spec("hiredis"):
+        chosen.append("redis")
+    if importlib.util.find_spec("socketify"):  # the bench extra
+        chosen.append("socketify")
+    return ",".join(chosen)
 
 
 @pytest.mark.skipif(shutil.which("taskset") is None, reason="taskset is not installed")
@@ -42,8 +43,6 @@ def test_fanout_bench_smoke(tmp_path: Path) -> None:
 
 def test_fanout_bench_detects_a_wrong_delivery() -> None:
     """The checker itself: bytes that are not the expected publishes fail."""
-    import importlib.util
-
     spec = importlib.util.spec_from_file_location("fanout", FANOUT)
     fanout = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fanout)
