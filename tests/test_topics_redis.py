@@ -23,6 +23,8 @@ from test_topics_workers import APP
 from test_ws_server import client
 from testkit import ServerProcess
 
+from reactor.brokers.redis import command
+
 pytest.importorskip("hiredis")  # the test extra installs it
 REDIS = shutil.which("redis-server")
 pytestmark = pytest.mark.skipif(REDIS is None, reason="redis-server is not installed")
@@ -135,6 +137,10 @@ def test_two_servers_on_one_redis_share_topics_byte_exact_in_order(redis, start)
                 assert texts == [f"s{index}-{n} \u00e9" for n in range(30)]
             binaries = [m for m in got if isinstance(m, bytes)]
             assert sorted(binaries) == sorted(blobs * 2)
+        with socket.create_connection(("127.0.0.1", redis.port)) as other_user:
+            for junk in (b"", b"x", b"\x09" + b"0" * 20):  # not from a server of ours
+                other_user.sendall(command(b"PUBLISH", b"reactor:3:t:/t", junk))
+                assert other_user.recv(64).startswith(b":")
         publishers[1].send("all everyone")
         for ws in subscribers + bystanders + publishers:
             assert ws.recv(timeout=10) == "everyone"

@@ -45,6 +45,7 @@ RECONNECT_MIN = 0.1  # seconds before the first reconnect: a restart takes longe
 RECONNECT_MAX = 5.0  # seconds between attempts at most, while Redis stays away
 OUTBOX_LIMIT = 16 * 1024 * 1024  # unsent PUBLISH bytes: Redis this far behind is stuck
 ORIGIN_SIZE = 8  # bytes of random worker id in every message
+OP_TEXT, OP_BINARY = 1, 2  # RFC 6455 opcodes a message may carry (the core imports no ws/)
 
 
 class BrokerUrlError(ValueError):
@@ -91,7 +92,7 @@ class RedisBroker:
         self.everyone = self.prefix + b"all"
         self.origin = os.urandom(ORIGIN_SIZE)
         self.topics: set[str] = set()  # topics with subscribers in this worker
-        self.stats = {"published": 0, "received": 0, "dropped": 0, "reconnects": 0}
+        self.stats = {"published": 0, "received": 0, "dropped": 0, "reconnects": 0, "foreign": 0}
         self._queued: list[bytes] = []
         self._outage_dropped = 0  # dropped since Redis went away (logged on return)
         self._down_logged = False
@@ -131,7 +132,6 @@ class RedisBroker:
             self._outage_dropped += len(queued)
             return
         self.stats["published"] += len(queued)
-        link.pending_replies += len(queued)
         link.conn.write(queued[0] if len(queued) == 1 else b"".join(queued))
 
     # ---- what Redis sends --------------------------------------------------------------
@@ -142,8 +142,7 @@ class RedisBroker:
             link.conn.close()
             return
         if link is self.publisher:
-            link.pending_replies -= 1
-            return
+            return  # PUBLISH answers how many subscribers got it: nothing to do
         if type(reply) is list and reply and reply[0] == b"message":
             self._message(reply[1], reply[2])
         elif type(reply) is list and reply and reply[0] == b"subscribe" and link.greeting:
@@ -153,6 +152,9 @@ class RedisBroker:
     def _message(self, channel: bytes, message: bytes) -> None:
         if message[1 : 1 + ORIGIN_SIZE] == self.origin:
             return  # our own publish: delivered locally already
+        if len(message) < 1 + ORIGIN_SIZE or message[0] not in (OP_TEXT, OP_BINARY):
+            self.stats["foreign"] += 1  # not from one of our servers: another Redis user
+            return
         opcode, payload = message[0], message[1 + ORIGIN_SIZE :]
         self.stats["received"] += 1
         if channel == self.everyone:
@@ -211,7 +213,6 @@ class _RedisLink(Handler):
         self.reader: Any = None
         self.ready = False  # greeted and answered: publishes and subscriptions flow
         self.greeting = False  # waiting for the greeting's answer
-        self.pending_replies = 0
         self.delay = RECONNECT_MIN
 
     def open(self) -> None:
@@ -230,7 +231,6 @@ class _RedisLink(Handler):
         conn.exempt_from_idle_timeout()
         self.reader = self.broker._reader_class()
         self.greeting = True
-        self.pending_replies = 0
         conn.write(self.broker.greeting(self))
 
     def on_data(self, conn: Connection, data: memoryview) -> None:
