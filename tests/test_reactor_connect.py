@@ -63,3 +63,18 @@ def test_a_refused_connect_closes_with_the_error_and_never_opens():
         assert handler.events == [("close", "ConnectionRefusedError")]
         assert reactor.connection_count == 0
         reactor.dispose()
+
+
+def test_the_idle_sweep_spares_connections_exempted_from_it():
+    """Broker links are silent while nothing is published: they are exempt."""
+    reactor = Reactor(idle_timeout=10)
+    pairs = [socket.socketpair() for _ in range(2)]
+    kept, swept = (reactor.add_connection(ours.detach(), Handler()) for ours, _ in pairs)
+    kept.exempt_from_idle_timeout()
+    for conn in (kept, swept):
+        conn.last_active = reactor.tick - 100  # silent far longer than the timeout
+    reactor._sweep_idle()
+    assert kept.handler is not None and swept.handler is None
+    reactor.dispose()
+    for _, theirs in pairs:
+        theirs.close()
