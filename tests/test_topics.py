@@ -352,3 +352,15 @@ def test_a_bad_forwarded_allow_ips_is_a_usage_error():
     )
     assert done.returncode == 2 and "'proxy' is not an IP address" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_publishes_to_several_topics_in_one_read_keep_their_order(harness):
+    h = harness()
+    publisher, both, only_a = h.open(), h.open(), h.open()
+    h.say(both, "sub a", "sub b")
+    assert [both.recv_frame()[2] for _ in range(2)] == [b"sub True", b"sub True"]
+    assert h.ask(only_a, "sub a") == "sub True"
+    h.say(publisher, "pub a 1", "pub b 2", "pub a 3", "pub a 4", "local 5")
+    assert [both.recv_frame()[2] for _ in range(5)] == [b"1", b"2", b"3", b"4", b"5"]
+    assert [only_a.recv_frame()[2] for _ in range(4)] == [b"1", b"3", b"4", b"5"]
+    assert publisher.recv_frame()[2] == b"5"
