@@ -92,6 +92,12 @@ def test_frames_target_notices_a_truncated_message(monkeypatch):
     seed = (FUZZ / "corpus" / "ws_frames" / "masked-fragmented-hello.bin").read_bytes()
     with pytest.raises(AssertionError):
         target.check(seed)
+    from reactor.ws import frames, unmask
+
+    # The failed check left the process on the compiled path (tests that follow in this
+    # process build reactors and expect it).
+    assert frames.scan_window is frames.scan_window_c
+    assert unmask.window(bytearray(8)).ptr is not None
 
 
 def test_frames_target_notices_c_and_python_disagreeing(monkeypatch):
