@@ -62,9 +62,23 @@ class Connection(Protocol):
     def ping(self, payload: bytes = b"") -> bool:
         """Send a ping (at most 125 bytes); any data from the peer counts as its answer."""
 
+    def subscribe(self, topic: str) -> bool:
+        """Join ``topic``: from now on this connection gets what ``server.publish``
+        sends there, from any worker (and any server sharing the broker). False if
+        it was already in the topic or is closing. Left automatically on close."""
+
+    def unsubscribe(self, topic: str) -> bool:
+        """Leave ``topic``; False if this connection was not in it."""
+
+    @property
+    def topics(self) -> frozenset[str]:
+        """The topics this connection is in (a snapshot)."""
+
     @property
     def remote_address(self) -> Any:
-        """(host, port) of the peer, looked up on demand (a syscall); None once closed."""
+        """(host, port) of the peer, looked up on demand (a syscall); None once closed.
+        Behind a proxy listed in --forwarded-allow-ips: (client IP, 0), the client
+        its X-Forwarded-For names (docs/deployment.md)."""
 
     @property
     def buffered_amount(self) -> int:
@@ -83,11 +97,29 @@ class Server(Protocol):
         """Live connections of this worker (opened, on_close not yet called):
         iterable and sized. With --workers N each worker sees only its own."""
 
-    def broadcast(self, message: Message) -> int:
-        """Send one message to every open connection: the frame is built once and
-        the same bytes are written to each. A connection whose buffered output is
-        already over --max-send-buffer is closed with 1008 instead of growing.
-        Returns how many connections got the message."""
+    def publish(self, topic: str, message: Message) -> None:
+        """Send one message to every subscriber of ``topic`` on every worker (and,
+        with ``--broker redis://...``, every server attached to that Redis), text
+        for str, binary for bytes-like. The frame is built once per worker; what
+        one publisher publishes to one topic arrives in publish order. Never
+        blocks: a subscriber whose buffered output is over --max-send-buffer is
+        closed with 1008 instead of growing. See docs/topics.md."""
+
+    def broadcast(self, message: Message, local: bool = False) -> int:
+        """Send one message to every open connection of every worker (and every
+        server attached to the broker); ``local=True``: this worker only. The
+        frame is built once and the same bytes are written to each; a connection
+        whose buffered output is already over --max-send-buffer is closed with
+        1008 instead of growing. Returns how many connections of THIS worker got
+        the message."""
+
+    def subscriber_count(self, topic: str) -> int:
+        """Subscribers of ``topic`` on this worker."""
+
+    @property
+    def broker_stats(self) -> dict[str, int]:
+        """This worker's broker counters (published, received, dropped, and
+        unreachable or reconnects); empty without a broker. See docs/topics.md."""
 
     def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> Any:
         """Run ``callback(*args)`` once after ``delay`` seconds (returns a timer

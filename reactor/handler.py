@@ -26,6 +26,11 @@ handler may call on it:
     conn.write_and_close(data)  last bytes, then close; the FIN rides with them when it can
                                 (only when the peer owes nothing: unread input means a reset)
     conn.peer()                 (host, port) of the peer, computed on demand
+    conn.exempt_from_idle_timeout()  a link the server keeps open while silent (brokers)
+
+Outbound connections (``reactor.connect(host, port, handler)``) use the same
+slot: ``on_open`` runs once the connect completes, or ``on_close`` with the
+error if it fails.
 """
 
 from __future__ import annotations

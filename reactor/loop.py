@@ -109,7 +109,9 @@ CLOSE_AFTER_FLUSH = 64  # close (or linger) once the output buffer drains
 LINGER_REQUESTED = 128  # close_after_flush(linger=True): linger once drained
 LINGERING = 256  # output done and SHUT_WR sent; reading and discarding until EOF
 WANT_WRITE = 512  # the handler wants on_writable when the socket accepts more
-NO_READ = PAUSED | BACKPRESSURE | CLOSE_AFTER_FLUSH
+NEVER_IDLE = 1024  # a link the server itself keeps (broker): not closed by the idle sweep
+CONNECTING = 2048  # an outbound connect in progress: EPOLLOUT completes it
+NO_READ = PAUSED | BACKPRESSURE | CLOSE_AFTER_FLUSH | CONNECTING
 STALE = FRESH | DEAD  # events from this poll batch must not be delivered
 
 
@@ -203,6 +205,11 @@ class Connection:
     def close(self) -> None:
         """Close now, dropping buffered output."""
         self.reactor.close(self)
+
+    def exempt_from_idle_timeout(self) -> None:
+        """Never close this connection for silence (a link between the
+        server's own processes, silent while nothing is published)."""
+        self.flags |= NEVER_IDLE
 
     def close_after_flush(self, linger: bool = False) -> None:
         """Stop reading; close once buffered output is sent. With ``linger``
@@ -542,6 +549,9 @@ class Reactor:
 
     def _on_writable(self, conn: Connection) -> None:
         """EPOLLOUT: flush buffered output, then let the handler produce more."""
+        if conn.flags & CONNECTING:
+            self._connected(conn)
+            return
         out = conn.out
         if out:
             try:
@@ -566,6 +576,52 @@ class Reactor:
         conn.handler.on_writable(conn)
 
     # ---- input ----------------------------------------------------------
+
+    # ---- outbound connections -------------------------------------------
+    # The same slot and handler model as accepted connections: a non-blocking
+    # connect() whose completion (or failure) EPOLLOUT reports. Until then
+    # nothing is read or written; the handler's on_open marks success, and a
+    # failure closes the slot with the error (on_close, without on_open).
+
+    def connect(self, host: str, port: int, handler: Handler) -> Connection:
+        """Start a TCP connection to (host, port) without blocking (host: an
+        IPv4 or IPv6 literal). Raises OSError only for an immediate failure."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            code = sock.connect_ex((host, port))
+            if code not in (0, errno.EINPROGRESS):
+                raise OSError(code, os.strerror(code), f"{host}:{port}")
+        except BaseException:
+            sock.close()
+            raise
+        conn = self.slot(sock.fileno())
+        conn.handler = handler
+        conn.flags = FRESH | CONNECTING | WANT_WRITE
+        conn.last_active = self.tick
+        conn.ctx = None
+        self._fresh.append(conn)
+        self.connection_count += 1
+        sock.detach()
+        self._update_mask(conn)  # EPOLLOUT only: completion or failure
+        return conn
+
+    def _connected(self, conn: Connection) -> None:
+        sock = socket.socket(fileno=conn.fd)
+        try:
+            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            peer = None if code else sock.getpeername()
+        except OSError as exc:
+            code, peer = exc.errno or errno.ECONNREFUSED, None
+        finally:
+            sock.detach()
+        if code:
+            self.close(conn, OSError(code, os.strerror(code)))
+            return
+        conn.flags &= ~(CONNECTING | WANT_WRITE)
+        self._update_mask(conn)
+        conn.handler.on_open(conn, peer)
 
     # ---- listening and accepting ---------------------------------------
 
@@ -712,7 +768,11 @@ class Reactor:
         """Close connections silent for longer than idle_timeout."""
         limit = self.tick - self.idle_timeout
         for conn in self._table:
-            if conn.handler is not None and conn.last_active < limit and not conn.flags & INTERNAL:
+            if (
+                conn.handler is not None
+                and conn.last_active < limit
+                and not conn.flags & (INTERNAL | NEVER_IDLE)
+            ):
                 log.debug("fd %d idle for over %ss: closing", conn.fd, self.idle_timeout)
                 self.close(conn, TimeoutError("idle timeout"))
 

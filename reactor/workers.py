@@ -213,6 +213,7 @@ class Supervisor:
             " (one port each)" if options.port_per_worker else " (SO_REUSEPORT)",
         )
         signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISOR_SIGNALS)
+        options.worker_group = f"{os.getpid()}"  # names this server's workers (the broker)
         try:
             for index in range(options.workers):
                 self._spawn(index)
@@ -265,6 +266,7 @@ class Supervisor:
             for other in self.reports.values():  # the siblings' pipes are the parent's
                 os.close(other.reader)
             options = self.options
+            options.worker_index = index  # this process's copy: the broker's address
             port = options.port + index if options.port_per_worker else options.port
             code = run_worker(
                 options,

@@ -41,6 +41,12 @@ gets in reply to its own messages. Output pushed to a connection from
 elsewhere (broadcast, other connections, timers) when it is already over the
 limit closes it with 1008 (policy violation) instead of buffering more.
 
+Topics (reactor/handlers/topics.py): the handler owns this worker's topic
+registry (``conn.subscribe``, ``server.publish``) and the broker that carries
+publishes to the other workers or servers (reactor/brokers/). Publishes made
+while a read is answered are held with the cork and leave after it, one write
+per subscriber; any other output to another connection releases them first.
+
 Application exceptions are caught around every callback: logged once with
 the traceback, that connection closed with 1011. Catching inside the hooks
 matters: an exception (above all a ProtocolError) escaping ``receive()``
@@ -50,9 +56,12 @@ would read as a peer violation and leave the frame stream mid-window.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
+from collections.abc import Callable
 from typing import Any
 
+from .. import brokers
 from ..app import CLOSE_INTERNAL_ERROR, callbacks, load_app, make_app
 from ..handler import Handler
 from ..http.request import HttpError, Request, RequestParser
@@ -72,6 +81,7 @@ from ..ws.frames import (
 )
 from ..ws.protocol import CLOSED, DEFAULT_MAX_MESSAGE_SIZE, OPEN, ServerProtocol
 from . import warn_if_head_scanner_missing
+from .topics import EVERYONE, Topics, as_bytes, encode_message
 
 log = logging.getLogger("reactor.ws")
 
@@ -146,7 +156,7 @@ class WebSocketConnection(ServerProtocol):
         elif isinstance(message, str):
             payload, headers, opcode = message.encode(), _TEXT_HEADERS, OP_TEXT
         else:  # a TypeError for anything else, whatever the state: the caller's bug shows
-            payload, headers, opcode = _as_bytes(message, "send"), _BINARY_HEADERS, OP_BINARY
+            payload, headers, opcode = as_bytes(message, "send"), _BINARY_HEADERS, OP_BINARY
         if self._state is not OPEN:
             return False
         handler = self.handler
@@ -177,10 +187,26 @@ class WebSocketConnection(ServerProtocol):
         self._emit(ServerProtocol.ping(self, payload))  # validates the 125-byte limit
         return True
 
+    def subscribe(self, topic: str) -> bool:
+        """Join ``topic`` (see app.Connection.subscribe)."""
+        if self._state is not OPEN:
+            return False
+        return self.handler.topics.subscribe(self, topic)
+
+    def unsubscribe(self, topic: str) -> bool:
+        return self.handler.topics.unsubscribe(self, topic)
+
+    @property
+    def topics(self) -> frozenset[str]:
+        return self.handler.topics.topics_of(self)
+
     @property
     def remote_address(self) -> Any:
         if self._state is CLOSED:
             return None  # the reactor slot may already belong to another connection
+        forwarded = self.handler._forwarded
+        if forwarded and self in forwarded:
+            return forwarded[self]
         try:
             return self._conn.peer()
         except OSError:
@@ -202,6 +228,8 @@ class WebSocketConnection(ServerProtocol):
         if handler._corked is self:
             handler._parts.append(frame)
         else:
+            if handler.topics.dirty:
+                handler.topics.flush()  # held publishes first: they came before
             self._conn.write(frame)
 
     def _push(self, frame: bytes) -> bool:
@@ -211,6 +239,8 @@ class WebSocketConnection(ServerProtocol):
             handler._parts.append(frame)
             handler._gather |= len(frame) >= WRITEV_MIN
             return True
+        if handler.topics.dirty:
+            handler.topics.flush()  # held publishes first: they came before
         conn = self._conn
         if conn.pending() > handler.max_send_buffer:
             self._overflow()
@@ -253,11 +283,16 @@ class WebSocketConnection(ServerProtocol):
         self.handler._final = True  # _flush closes TCP with it
 
     def on_close(self, code: int, reason: str) -> None:
-        self.handler.open_count -= 1
+        handler = self.handler
+        handler.open_count -= 1
         try:
-            self._app_close(self, code, reason)
+            self._app_close(self, code, reason)  # conn.topics still answers here
         except Exception:
             log.exception("application on_close failed on fd %d", self._conn.fd)
+        finally:
+            handler.topics.drop(self)
+            if handler._forwarded:
+                handler._forwarded.pop(self, None)
 
     def _app_failed(self, callback: str, exc: Exception) -> None:
         log.error(
@@ -270,21 +305,6 @@ class WebSocketConnection(ServerProtocol):
             self.close(CLOSE_INTERNAL_ERROR, "internal error")
 
 
-def _as_bytes(message: Any, caller: str) -> bytes:
-    """Immutable bytes: a corked frame is written after send() returns, so a
-    buffer the app reuses (bytearray, memoryview) is copied now. Anything but
-    a bytes-like object is the application's mistake: a TypeError saying so."""
-    if type(message) is bytes:
-        return message
-    try:
-        return memoryview(message).tobytes()
-    except TypeError:
-        raise TypeError(
-            f"{caller}() takes str (text) or bytes (binary), not {type(message).__name__}; "
-            "use json.dumps() for JSON"
-        ) from None
-
-
 def is_refusal(verdict: Any) -> bool:
     """``(status, reason)`` or ``(status, reason, headers)``, status 4xx/5xx:
     the refusals on_upgrade may return (see reactor/app.py)."""
@@ -295,22 +315,34 @@ def is_refusal(verdict: Any) -> bool:
 
 
 class WebSocketServer:
-    """``app.server``: this worker's connections, broadcast and timers."""
+    """``app.server``: this worker's connections, topics, broadcast and timers."""
 
     def __init__(self, handler: WebSocketHandler) -> None:
         self._handler = handler
         self.connections = LiveConnections(handler)
 
-    def broadcast(self, message: str | bytes | bytearray | memoryview) -> int:
-        if isinstance(message, str):
-            frame = serialize_frame(OP_TEXT, message.encode())
-        else:
-            frame = serialize_frame(OP_BINARY, _as_bytes(message, "broadcast"))  # once for all
-        sent = 0
-        for ws in self.connections:
-            if ws._state is OPEN and ws._push(frame):
-                sent += 1
+    def publish(self, topic: str, message: str | bytes | bytearray | memoryview) -> None:
+        """Every subscriber of ``topic``, on every worker (see app.Server.publish)."""
+        self._handler.topics.publish(topic, message)
+
+    def broadcast(self, message: str | bytes | bytearray | memoryview, local: bool = False) -> int:
+        """Every open connection, on every worker unless ``local``; returns how
+        many connections of this worker got it."""
+        opcode, payload = encode_message(message, "broadcast")  # the frame is built once
+        sent = self._handler.broadcast_frame(serialize_frame(opcode, payload))
+        if not local:
+            self._handler.topics.forward(EVERYONE, opcode, payload)
         return sent
+
+    def subscriber_count(self, topic: str) -> int:
+        """Subscribers of ``topic`` on this worker."""
+        return self._handler.topics.subscriber_count(topic)
+
+    @property
+    def broker_stats(self) -> dict[str, int]:
+        """This worker's broker counters (a copy; empty without a broker)."""
+        broker = self._handler.topics.broker
+        return dict(getattr(broker, "stats", {}))
 
     def call_later(self, delay: float, callback: Any, *args: Any) -> Timer:
         return self._handler.reactor.call_later(delay, callback, *args)
@@ -354,6 +386,8 @@ class WebSocketHandler(Handler):
         header_timeout: float = DEFAULT_HEADER_TIMEOUT,
         subprotocols: tuple[str, ...] = (),
         origins: list[str | None] | None = None,
+        forwarded_allow_ips: tuple[str, ...] = (),
+        broker: Callable[[Topics], Any] | None = None,
     ) -> None:
         self.reactor = reactor
         # The receive buffer prepared once for the C routines (every on_data
@@ -372,6 +406,12 @@ class WebSocketHandler(Handler):
         self._parts: list[bytes] = []  # its frames (no copies), written once per read
         self._gather = False  # a part is large: writev them rather than join
         self._final = False  # the parts end with the reply to the peer's close
+        self.topics = Topics(self)
+        if broker is not None:  # before on_start, which may already publish
+            self.topics.broker = broker(self.topics)
+        # --forwarded-allow-ips: proxies whose X-Forwarded-For names the client ("*": any).
+        self.forwarded_allow_ips = frozenset(forwarded_allow_ips)
+        self._forwarded: dict[WebSocketConnection, tuple[str, int]] = {}  # proxied ones only
         self.app = make_app(app)
         self._bind_app()
         reactor.call_every(SWEEP_INTERVAL, self._sweep)
@@ -451,6 +491,19 @@ class WebSocketHandler(Handler):
         self._parts.clear()  # nothing of a failed connection may leak into the next
         self._gather = False
         self._final = False
+        if self.topics.dirty:
+            self.topics.flush()  # publishes made before the failure are the others'
+
+    def broadcast_frame(self, frame: bytes) -> int:
+        """Write ``frame`` to every open connection of this worker (a walk of
+        the reactor's slots: zero bytes per connection for a set of them)."""
+        if self.topics.dirty:
+            self.topics.flush()
+        sent = 0
+        for ws in self.server.connections:
+            if ws._state is OPEN and ws._push(frame):
+                sent += 1
+        return sent
 
     def _flush(self, conn: Connection, ws: WebSocketConnection) -> None:
         parts = self._parts
@@ -468,6 +521,8 @@ class WebSocketHandler(Handler):
                 conn.write(b"".join(parts))  # small frames: one copy beats an iovec each
             parts.clear()
             self._gather = False
+        if self.topics.dirty:
+            self.topics.flush()  # this read's publishes, one write per subscriber
         if ws._state is CLOSED:  # close answered or a violation: TCP goes once flushed
             conn.close_after_flush()
             if conn.pending():
@@ -579,6 +634,8 @@ class WebSocketHandler(Handler):
         ws = self.connection_class(conn, answer.subprotocol, self.max_message_size)
         ws.accept()
         conn.ctx = ws
+        if self.forwarded_allow_ips:
+            self._remember_client(conn, ws, request)
         self.open_count += 1
         self._parts.append(answer.response)  # the 101 leaves with on_open's and the frames'
         self._corked = ws
@@ -593,6 +650,24 @@ class WebSocketHandler(Handler):
             self._feed(conn, ws, buf, start, end)
         else:  # another handler's buffer: a private copy (rare; keeps its exports clean)
             self._feed(conn, ws, bytes(memoryview(buf)[start:end]), 0, end - start)
+
+    def _remember_client(self, conn: Connection, ws: WebSocketConnection, request: Request):
+        """Behind a trusted proxy, the client is the right-most X-Forwarded-For
+        entry that is not itself a trusted proxy (entries to its left are what
+        the client claimed; only proxies we trust appended the rest)."""
+        chain = request.get("x-forwarded-for")
+        if not chain:
+            return
+        try:
+            proxy = conn.peer()[0]
+        except OSError:
+            return
+        trusted = self.forwarded_allow_ips
+        if "*" not in trusted and proxy not in trusted:
+            return  # a direct client may claim anything: ignored
+        entries = [entry.strip() for entry in chain.split(",") if entry.strip()]
+        client = next((e for e in reversed(entries) if e not in trusted), entries[0])
+        self._forwarded[ws] = (client, 0)  # the client's port is not forwarded
 
     def _upgrade_required(self, conn: Connection, request: Request) -> None:
         """A plain HTTP request: 426 tells the client what this port speaks.
@@ -699,6 +774,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Origin; default: any)",
     )
     add(
+        "--forwarded-allow-ips",
+        type=ip_list,
+        default=(),
+        metavar="IP[,IP...]",
+        help="proxies (e.g. nginx) trusted to name the client in X-Forwarded-For: "
+        "conn.remote_address then gives (client IP, 0); '*': any peer (default: none)",
+    )
+    add(
+        "--broker",
+        type=broker_url,
+        default="local",
+        metavar="local|redis://[:PASSWORD@]HOST[:PORT][/DB]",
+        help="how publishes and broadcasts reach the other workers: local: Unix sockets "
+        "between the workers of this server, no external service; redis://...: every "
+        "server attached to that Redis (pub/sub; needs hiredis) (docs/topics.md)",
+    )
+    add(
         "--app",
         type=load_app,
         default=None,
@@ -706,6 +798,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the application: a WebSocketApp instance, subclass or factory "
         "(default: echo every message)",
     )
+
+
+def ip_list(value: str) -> tuple[str, ...]:
+    entries = tuple(entry.strip() for entry in value.split(",") if entry.strip())
+    for entry in entries:
+        if entry != "*":
+            try:
+                ipaddress.ip_address(entry)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{entry!r} is not an IP address") from None
+    return entries
+
+
+def broker_url(value: str) -> str:
+    try:
+        return brokers.check_url(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def make_handler(options: argparse.Namespace, reactor: Reactor) -> WebSocketHandler:
@@ -726,6 +836,8 @@ def make_handler(options: argparse.Namespace, reactor: Reactor) -> WebSocketHand
         header_timeout=getattr(options, "header_timeout", DEFAULT_HEADER_TIMEOUT),
         subprotocols=tuple(options.subprotocol),
         origins=None if origins is None else [o or None for o in origins],
+        forwarded_allow_ips=options.forwarded_allow_ips,
+        broker=lambda sink: brokers.create(options, reactor, sink),
     )
     log.info(
         "websocket: app=%s max-message-size=%d ping-interval=%gs",

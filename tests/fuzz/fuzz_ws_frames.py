@@ -369,7 +369,7 @@ def check(data: bytes) -> str:
     if not expected or expected[-1][0] != "close":
         expected = expected + [("close", 1006)]  # the glue reports the lost TCP
     for impl in ("c", "python"):
-        with native.using(impl):
+        with native.using(impl):  # back to C even when a check fails
             for size in (0, read_size, 1 if len(wire) <= 64 else 0):
                 events = run_protocol(wire, max_size, closing, size)
                 if not events or events[-1][0] != "close":
