@@ -697,3 +697,22 @@ def test_an_impossible_date_in_a_condition_is_ignored(data_file, field, date):
     an exception that would cost the connection its pipelined requests)."""
     result, response = run_plan(data_file, f"{field}: {date}", "Range: bytes=0-1")
     assert result.status == (200 if field == "If-Range" else 206)
+
+
+def test_without_openat2_the_walk_takes_over(root, monkeypatch):
+    """ENOSYS (a kernel before 5.6, or a seccomp filter) switches to the walk for good;
+    the answers stay the same."""
+    import errno
+
+    calls = []
+
+    def no_openat2(dirfd, path, flags):
+        calls.append(path)
+        return -errno.ENOSYS
+
+    monkeypatch.setattr(static, "_openat2", no_openat2)
+    monkeypatch.setattr(static, "CONFINE", "openat2")
+    assert resolve(root, "/link_dir_in/deep.css") == os.path.join(root, "sub", "deep.css")
+    assert static.CONFINE == "walk" and len(calls) == 1
+    assert status_of(root, "/link_dir_out/secret.txt") == 404
+    assert len(calls) == 1  # not asked again

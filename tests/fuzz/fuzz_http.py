@@ -44,9 +44,9 @@ import tempfile
 from _harness import instrumented
 
 with instrumented(__name__ == "__main__"):
+    from reactor.handlers.static import HttpHandler
     from reactor.http import request as request_module
     from reactor.http import static
-    from reactor.handlers.static import HttpHandler
     from reactor.http.request import MAX_FIELDS, MAX_TARGET, HttpError, RequestParser
     from reactor.loop import Reactor
 
@@ -267,8 +267,8 @@ class Glue:
             else:
                 raise AssertionError("the glue never closed the connection")
         failures = self.catch_all.records
-        assert not failures, "handler exception: " + failures[0].getMessage() + repr(
-            failures[0].exc_info
+        assert not failures, (
+            "handler exception: " + failures[0].getMessage() + repr(failures[0].exc_info)
         )
         return bytes(out)
 
