@@ -8,10 +8,15 @@ connection of its kind; per-connection state lives in ``conn.ctx``.
 ``conn`` is the reactor's per-fd slot (``reactor.loop.Connection``). What a
 handler may call on it:
 
-    conn.fd                     the socket's file descriptor
+    conn.fd                     the socket's file descriptor: for logs only; every read,
+                                write and close goes through the connection (its ordering,
+                                backpressure and error rules), never through the fd
     conn.ctx                    free for the handler (per-connection state)
     conn.handler                may be reassigned (e.g. HTTP -> WebSocket upgrade)
     conn.write(data)            send now, buffer what the kernel did not take
+    conn.writev(parts)          several buffers in one syscall, same rules (large parts)
+    conn.write_more(data)       bytes that more will follow at once (a head before sendfile):
+                                held by the kernel to share a segment with them (MSG_MORE)
     conn.sendfile(fd, off, n)   zero-copy send of a file region; returns bytes sent
     conn.pending()              bytes buffered and not yet sent
     conn.want_writable()        call on_writable once the socket can take more

@@ -43,8 +43,6 @@ spin follows events).
 from __future__ import annotations
 
 import errno
-import heapq
-import itertools
 import logging
 import os
 import select
@@ -57,6 +55,7 @@ from os import O_NONBLOCK
 from typing import Any
 
 from .handler import Handler
+from .timers import Timer, Timers
 
 try:  # built by pip install (reactor/csrc); without it: os.write, one packet more per close
     from ._io import lib as _io_lib
@@ -81,6 +80,7 @@ ACCEPT_BATCH = 256  # accepts per listener wakeup: drains bursts without starvin
 DEFAULT_MAX_SEND_BUFFER = 4 * 1024 * 1024  # per-connection output bound before reads pause
 EMFILE_RETRY_DELAY = 0.25  # seconds without accepting after running out of fds
 LINGER_TIMEOUT = 2.0  # seconds a lingering close waits for the peer's FIN
+IOV_MAX = os.sysconf("SC_IOV_MAX")  # writev takes at most this many buffers
 
 # Connection.flags bits.
 INTERNAL = 1  # a reactor-owned fd (listener, signal wakeup): conn.ctx.on_ready()
@@ -130,9 +130,9 @@ class Connection:
         """Send now; buffer whatever the kernel does not take. Never raises:
         a dead peer schedules this connection's close instead."""
         if self.out is not None or self.flags & DEAD or self.handler is None:
-            self.reactor._write(self, data)  # queue behind pending output, or drop
+            self.reactor._queue(self, data)
             return
-        try:  # the hot path, inlined: one call from the handler to the syscall
+        try:  # the only write-first path: one call from the handler to the syscall
             sent = os.write(self.fd, data)
         except (BlockingIOError, InterruptedError):
             sent = 0
@@ -141,6 +141,19 @@ class Connection:
             return
         if sent < len(data):
             self.reactor._buffer_rest(self, data, sent)
+
+    def writev(self, parts: list[bytes]) -> None:
+        """Send several buffers with one syscall (no copy into one buffer), in
+        order, with the rules of ``write``. For large parts: joining small ones
+        into one ``write`` is cheaper than an iovec each."""
+        self.reactor._writev(self, parts)
+
+    def write_more(self, data: bytes) -> None:
+        """Send ``data`` that more will follow at once (e.g. a response head
+        before a ``sendfile`` body), with the rules of ``write``: the kernel
+        holds a segment that is not full (MSG_MORE) and sends it together with
+        the first bytes that follow, instead of a lone small packet."""
+        self.reactor._write_more(self, data)
 
     def write_and_close(self, data: bytes) -> None:
         """Send the last bytes, then close (as ``write`` + ``close_after_flush``).
@@ -191,22 +204,6 @@ class Connection:
             sock.detach()
 
 
-class Timer:
-    """A scheduled callback; ``cancel()`` makes it a no-op."""
-
-    __slots__ = ("when", "callback", "args", "interval", "cancelled")
-
-    def __init__(self, when: float, callback: Callable[..., Any], args: tuple, interval: float):
-        self.when = when
-        self.callback = callback
-        self.args = args
-        self.interval = interval
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
 class Listener:
     """A listening socket and the handler its connections get."""
 
@@ -250,7 +247,7 @@ class SignalWaker:
 class Reactor:
     """One epoll instance, its event blocks, timers and listeners."""
 
-    _clock = time.monotonic  # run()'s clock; tests of the spin policy drive a fake one
+    _clock = time.monotonic  # the loop's and the timers' clock; spin-policy tests drive a fake one
 
     def __init__(
         self,
@@ -267,8 +264,7 @@ class Reactor:
         self._slot_type = type("Connection", (Connection,), {"__slots__": (), "reactor": self})
         self._table: list[Connection] = []
         self._fresh: list[Connection] = []
-        self._timers: list[tuple[float, int, Timer]] = []
-        self._timer_seq = itertools.count()
+        self._timers = Timers()
         self._listeners: dict[int, Listener] = {}
         self.recv_buffer = bytearray(RECV_BUFFER_SIZE)
         self._recv_view = memoryview(self.recv_buffer)
@@ -280,7 +276,7 @@ class Reactor:
         self.busy_poll = busy_poll  # seconds of non-blocking polls after a batch; 0: off
         self.connection_count = 0
         self.refused = 0
-        self.now = time.monotonic()
+        self.now = self._clock()
         self.tick = int(self.now)
         self._running = False
         self.stopping = False
@@ -435,23 +431,43 @@ class Reactor:
 
     # ---- output ---------------------------------------------------------
 
-    def _write(self, conn: Connection, data: bytes | bytearray | memoryview) -> None:
+    def _queue(self, conn: Connection, data: bytes | bytearray | memoryview) -> None:
+        """``write`` when output is already waiting (keep the order: queue
+        behind it) or the connection is dead (drop)."""
         if conn.flags & DEAD or conn.handler is None:
             return
         out = conn.out
-        if out:  # keep order: queue behind what is already waiting
-            out += data
-            self._check_backpressure(conn, out)
+        out += data
+        self._check_backpressure(conn, out)
+
+    def _writev(self, conn: Connection, parts: list[bytes]) -> None:
+        if conn.out is not None or conn.closed or len(parts) > IOV_MAX:
+            conn.write(b"".join(parts))
             return
         try:
-            sent = os.write(conn.fd, data)
-        except BlockingIOError:
-            sent = 0
-        except InterruptedError:
+            sent = os.writev(conn.fd, parts)
+        except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError as exc:
             self._schedule_close(conn, exc)
             return
+        for index, part in enumerate(parts):
+            if sent < len(part):  # the kernel took part of it: buffer the rest, in order
+                rest = b"".join([memoryview(part)[sent:], *parts[index + 1 :]])
+                self._buffer_rest(conn, rest, 0)
+                return
+            sent -= len(part)
+
+    def _write_more(self, conn: Connection, data: bytes) -> None:
+        if conn.out is not None or conn.closed:
+            conn.write(data)
+            return
+        sent = _send_with_more(conn.fd, data)
+        if sent < 0:
+            if -sent not in (errno.EAGAIN, errno.EINTR):
+                self._schedule_close(conn, OSError(-sent, os.strerror(-sent)))
+                return
+            sent = 0
         if sent < len(data):
             self._buffer_rest(conn, data, sent)
 
@@ -530,24 +546,6 @@ class Reactor:
         conn.handler.on_writable(conn)
 
     # ---- input ----------------------------------------------------------
-
-    def _on_readable(self, conn: Connection) -> None:
-        try:
-            received = os.readv(conn.fd, self._iov)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:  # ECONNRESET, ETIMEDOUT...: this connection only
-            self.close(conn, exc)
-            return
-        conn.last_active = self.tick
-        if conn.flags & LINGERING:
-            if received == 0:
-                self.close(conn)
-            return  # lingering: discard what the peer still sends
-        if received == 0:
-            conn.handler.on_eof(conn)
-            return
-        conn.handler.on_data(conn, self._recv_view[:received])
 
     # ---- listening and accepting ---------------------------------------
 
@@ -652,24 +650,13 @@ class Reactor:
     # ---- timers -----------------------------------------------------------
 
     def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> Timer:
-        timer = Timer(time.monotonic() + delay, callback, args, 0.0)
-        heapq.heappush(self._timers, (timer.when, next(self._timer_seq), timer))
-        return timer
+        return self._timers.schedule(self._clock() + delay, callback, args)
 
     def call_every(self, interval: float, callback: Callable[..., Any], *args: Any) -> Timer:
-        timer = Timer(time.monotonic() + interval, callback, args, interval)
-        heapq.heappush(self._timers, (timer.when, next(self._timer_seq), timer))
-        return timer
+        return self._timers.schedule(self._clock() + interval, callback, args, interval)
 
     def _run_timers(self) -> None:
-        timers, now = self._timers, self.now
-        while timers and timers[0][0] <= now:
-            timer = heapq.heappop(timers)[2]
-            if timer.cancelled:
-                continue
-            if timer.interval:
-                timer.when = now + timer.interval
-                heapq.heappush(timers, (timer.when, next(self._timer_seq), timer))
+        for timer in self._timers.pop_due(self.now):
             try:
                 timer.callback(*timer.args)
             except Exception:
@@ -678,12 +665,15 @@ class Reactor:
                 self._reap_doomed()
 
     def _poll_timeout(self) -> float:
-        timers = self._timers
-        while timers and timers[0][2].cancelled:
-            heapq.heappop(timers)
-        if not timers:
+        """Seconds the next poll may block: until the next timer, at most 1 s
+        (the loop wakes once a second for the clock and signals)."""
+        heap = self._timers.heap
+        if not heap or heap[0][0] - self.now >= 1.0:  # self.now: as of the last poll
+            return 1.0  # the common case, with no clock read
+        when = self._timers.next_due()
+        if when is None:
             return 1.0
-        return min(1.0, max(0.0, timers[0][0] - time.monotonic()))
+        return min(1.0, max(0.0, when - self._clock()))
 
     def _sweep_idle(self) -> None:
         """Close connections silent for longer than idle_timeout."""
@@ -693,18 +683,19 @@ class Reactor:
                 log.debug("fd %d idle for over %ss: closing", conn.fd, self.idle_timeout)
                 self.close(conn, TimeoutError("idle timeout"))
 
-    def _update_clock(self) -> None:
-        self.now = now = time.monotonic()
+    def _update_clock(self) -> float:
+        self.now = now = self._clock()
         tick = int(now)
         if tick != self.tick:  # one shared int per second for every last_active
             self.tick = tick
+        return now
 
     # ---- the loop -----------------------------------------------------------
 
     def run(self) -> None:
         """Dispatch events until stop(), or until a shutdown has closed everything."""
         self._running = True
-        poll, fresh, timers = self._epoll.poll, self._fresh, self._timers
+        poll, fresh, due = self._epoll.poll, self._fresh, self._timers.heap
         max_events, monotonic, spin = self.max_events, self._clock, self.busy_poll
         sleeps_left = 0  # batches after which the loop sleeps at once (module docstring)
         backoff = 1  # what the next spin that finds nothing sets sleeps_left to
@@ -714,13 +705,7 @@ class Reactor:
                 self._unmark_fresh()
             if self._doomed:
                 self._reap_doomed()
-            timeout = 1.0  # wake at least once a second: the clock and signals
-            if timers:
-                when, _, timer = timers[0]
-                if timer.cancelled:
-                    timeout = self._poll_timeout()
-                elif when - self.now < timeout:  # self.now: as of the last poll
-                    timeout = max(0.0, when - monotonic())
+            timeout = self._poll_timeout()
             if not (spin and events and timeout):
                 events = poll(timeout, max_events)
             elif sleeps_left:  # recent spins found nothing
@@ -737,12 +722,10 @@ class Reactor:
                     else:
                         sleeps_left, backoff = backoff, min(2 * backoff, SPIN_BACKOFF_MAX)
                         events = poll(timeout, max_events)
-            self.now = now = monotonic()
-            if int(now) != self.tick:  # one shared int per second for last_active
-                self.tick = int(now)
+            now = self._update_clock()
             if events:
                 self._dispatch(events)
-            if timers and timers[0][0] <= now:
+            if due and due[0][0] <= now:
                 self._run_timers()
         self._running = False
 
@@ -766,8 +749,9 @@ class Reactor:
     def _dispatch(self, events: list[tuple[int, int]]) -> None:
         """Route one poll batch: the C design's callback dispatch.
 
-        The common case (a plain readable connection) is inlined: read into
-        the shared buffer and hand the handler a view of it.
+        Reading is inlined (the hot path): read into the shared buffer and
+        hand the handler a view of it; a lingering connection's input is read
+        and dropped until its FIN.
         """
         table, readv, iov, view = self._table, os.readv, self._iov, self._recv_view
         for fd, ev in events:
@@ -779,20 +763,21 @@ class Reactor:
                 continue
             try:
                 if ev & READ_READY and conn.mask & EPOLLIN:
-                    if flags & LINGERING:
-                        self._on_readable(conn)
-                    else:
-                        try:
-                            received = readv(fd, iov)
-                        except (BlockingIOError, InterruptedError):
-                            received = -1
-                        except OSError as exc:  # ECONNRESET, ETIMEDOUT...: this one only
-                            self.close(conn, exc)
-                            continue
-                        if received > 0:
-                            conn.last_active = self.tick
+                    try:
+                        received = readv(fd, iov)
+                    except (BlockingIOError, InterruptedError):
+                        received = -1
+                    except OSError as exc:  # ECONNRESET, ETIMEDOUT...: this one only
+                        self.close(conn, exc)
+                        continue
+                    if received > 0:
+                        conn.last_active = self.tick
+                        if not flags & LINGERING:  # lingering: discard what still comes
                             conn.handler.on_data(conn, view[:received])
-                        elif received == 0:
+                    elif received == 0:
+                        if flags & LINGERING:
+                            self.close(conn)  # the peer's FIN: the lingering close is done
+                        else:
                             conn.handler.on_eof(conn)
                 if ev & WRITE_READY and conn.mask & EPOLLOUT and not conn.flags & STALE:
                     self._on_writable(conn)
@@ -851,6 +836,19 @@ class Reactor:
             waker.reader.close()
             waker.writer.close()
         self._epoll.close()
+
+
+def _send_with_more(fd: int, data: bytes) -> int:
+    """send(fd, data, MSG_MORE): bytes taken, or -errno (the C call's contract)."""
+    if _send_more is not None:
+        return _send_more(fd, data, len(data))
+    sock = socket.socket(fileno=fd)  # without the C module: a borrowed socket object
+    try:
+        return sock.send(data, socket.MSG_MORE | socket.MSG_NOSIGNAL)
+    except OSError as exc:
+        return -(exc.errno or errno.EIO)
+    finally:
+        sock.detach()
 
 
 def _ignore_signal(signum: int, frame: Any) -> None:

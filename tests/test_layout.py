@@ -111,3 +111,61 @@ def test_stdlib_http_wins_and_the_package_imports(cwd, tmp_path):
         text=True,
     )
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+# ---- the connection owns every syscall on its socket ---------------------------
+
+# Only reactor/loop.py (and the C it calls) reads, writes or borrows a connection's fd:
+# anything else would bypass its ordering, backpressure and error rules (and, once
+# bytes are encrypted, the encryption).
+CONNECTION_SYSCALLS = {
+    "os.read",
+    "os.readv",
+    "os.write",
+    "os.writev",
+    "os.send",
+    "os.sendfile",
+    "os.sendmsg",
+    "os.recv",
+}
+FD_OWNER = CORE / "loop.py"
+
+
+def connection_syscalls(path: Path) -> list[str]:
+    """Calls in `path` that would read, write or wrap a socket fd directly."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if not isinstance(node, ast.Call):
+            continue
+        name = ast.unparse(node.func)
+        if name in CONNECTION_SYSCALLS:
+            found.append(f"{path.name}:{node.lineno} {name}()")
+        elif name == "socket.socket" and any(k.arg == "fileno" for k in node.keywords):
+            found.append(f"{path.name}:{node.lineno} socket.socket(fileno=...)")
+    return found
+
+
+def modules_outside_the_fd_owner() -> list[Path]:
+    files = python_files(CORE) + python_files(REPO / "ws") + python_files(REPO / "http")
+    return [p for p in dict.fromkeys(p.resolve() for p in files) if p != FD_OWNER.resolve()]
+
+
+@pytest.mark.parametrize(
+    "path", modules_outside_the_fd_owner(), ids=lambda p: str(p.relative_to(REPO))
+)
+def test_only_the_reactor_makes_syscalls_on_connections(path):
+    assert connection_syscalls(path) == []
+
+
+def test_connection_syscall_check_catches_a_bypass(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "import os, socket\n"
+        "def f(conn, parts):\n"
+        "    os.writev(conn.fd, parts)\n"
+        "    socket.socket(fileno=conn.fd).send(b'x')\n"
+    )
+    assert connection_syscalls(bad) == [
+        "bad.py:3 os.writev()",
+        "bad.py:4 socket.socket(fileno=...)",
+    ]

@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -395,7 +394,10 @@ class HttpHandler(Handler):
             os.close(fd)
             self._log(ctx, request, response.status, 0)
             return True
-        _write_more(conn, response.head)
+        # MSG_MORE: the head leaves with the first body bytes, as nginx's tcp_nopush does
+        # with TCP_CORK. Measured on 1 MiB files: 2.0 -> 4.4 GB/s with wrk, as a lone small
+        # head segment under TCP_NODELAY left most of the transmit work to the client's core.
+        conn.write_more(response.head)
         ctx.file_fd, ctx.offset, ctx.remaining = fd, response.offset, response.length
         ctx.keep_alive, ctx.status, ctx.body_length = keep_alive, response.status, response.length
         if self.log_access:
@@ -540,29 +542,6 @@ class HttpHandler(Handler):
             self._log_second = second
             self._log_stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(second))
         return self._log_stamp
-
-
-def _write_more(conn: Connection, head: bytes) -> None:
-    """Write a head that a sendfile body follows, with MSG_MORE: the kernel holds
-    it and sends it together with the first body bytes (nginx uses TCP_CORK for
-    this, "tcp_nopush"). Measured on 1 MiB files: 2.0 -> 4.4 GB/s with wrk, as a
-    lone small head segment under TCP_NODELAY left most of the transmit work to
-    the client's core. The reactor's write has no flags, hence a borrowed
-    socket object; anything unusual falls back to conn.write (ordering, errors)."""
-    if conn.pending() or conn.closed:
-        conn.write(head)  # queue behind earlier output; a dead connection ignores it
-        return
-    sock = socket.socket(fileno=conn.fd)
-    try:
-        sent = sock.send(head, socket.MSG_MORE)
-    except (BlockingIOError, InterruptedError):
-        sent = 0
-    except OSError:
-        sent = 0  # conn.write meets the same error and schedules the close
-    finally:
-        sock.detach()
-    if sent < len(head):
-        conn.write(head[sent:])
 
 
 def _expired(since_by_conn: dict[Connection, float], limit: float) -> list[Connection]:

@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from typing import Any
 
 from ..app import CLOSE_INTERNAL_ERROR, callbacks, load_app, make_app
@@ -84,12 +83,11 @@ DEFAULT_HEADER_TIMEOUT = 10.0  # used when the http handler's --header-timeout i
 SWEEP_INTERVAL = 1.0  # seconds: keepalive and silent-connection checks count whole seconds
 #                        (the reactor tick); a pass over 20k connections costs ~5 ms
 PING_TIMEOUT_CODE = CLOSE_INTERNAL_ERROR  # see the module docstring for 1011 vs 1001
-# Corked frames leave in one os.writev when one of them is at least this large (a
+# Corked frames leave in one conn.writev when one of them is at least this large (a
 # copy into one buffer would cost more than an iovec per frame), else joined into
 # one write. Measured on a socketpair: 4 x 64 KiB frames 32 us writev vs 47 us
 # join+write; 16 x 64 B 7.8 us writev vs 6.6 us join+write.
 WRITEV_MIN = 16 * 1024
-IOV_MAX = os.sysconf("SC_IOV_MAX")  # writev takes at most this many buffers
 
 _PING = serialize_frame(OP_PING)  # every keepalive ping is the same empty frame
 # Headers of unfragmented server frames with a 7-bit length, built once (§5.2).
@@ -281,25 +279,6 @@ def _as_bytes(message: Any) -> bytes:
     return memoryview(message).tobytes()  # TypeError for what is not a buffer
 
 
-def _write_gathered(conn: Connection, parts: list[bytes]) -> None:
-    """Write ``parts`` with one writev when nothing is queued before them;
-    hand what the kernel did not take to ``conn.write``, which buffers it (and
-    applies backpressure) or meets the same error and schedules the close.
-    (The reactor's write takes one buffer: joining large frames is a copy.)"""
-    if conn.pending() or conn.closed:
-        conn.write(b"".join(parts))
-        return
-    try:
-        sent = os.writev(conn.fd, parts)
-    except OSError:
-        sent = 0  # EAGAIN: all goes to the buffer; a real error resurfaces in conn.write
-    for index, part in enumerate(parts):
-        if sent < len(part):
-            conn.write(b"".join([memoryview(part)[sent:], *parts[index + 1 :]]))
-            return
-        sent -= len(part)
-
-
 class WebSocketServer:
     """``app.server``: this worker's connections, broadcast and timers."""
 
@@ -468,8 +447,8 @@ class WebSocketHandler(Handler):
         if parts:
             if len(parts) == 1:
                 conn.write(parts[0])
-            elif self._gather and len(parts) <= IOV_MAX:
-                _write_gathered(conn, parts)
+            elif self._gather:
+                conn.writev(parts)
             else:
                 conn.write(b"".join(parts))  # small frames: one copy beats an iovec each
             parts.clear()
