@@ -152,6 +152,7 @@ def test_swapping_a_directory_for_an_outside_symlink_never_leaks(
     finally:
         swaps = int(swapper.communicate(timeout=30)[0])
     assert swaps > 100, "the swap loop did not run"
+    print(f"swaps: {swaps}, during: {outcomes}")
     assert outcomes["inside"] and outcomes["404"], f"the race was not met: {outcomes}"
     # Afterwards (the tree is back as it began), the caches must not hold what leaked:
     # the very targets asked during the race, after the per-second shortcut expired.
@@ -235,6 +236,7 @@ def test_a_file_rewritten_while_served_never_breaks_the_framing(server_factory, 
                     counts["ok.txt"] += 1
     finally:
         writes = int(writer.communicate(timeout=30)[0])
+    print(f"rewrites: {writes}, outcomes: {counts}")
     assert writes > 100 and counts["complete"] > 100, (writes, counts)
     assert "handler failed" not in server.log_text()
 
