@@ -13,6 +13,7 @@ component-by-component walk (forced with REACTOR_CONFINE=walk).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -23,7 +24,9 @@ from pathlib import Path
 
 import pytest
 
+from reactor.handlers.static import HttpHandler
 from reactor.http import static
+from reactor.loop import Reactor
 
 OUTSIDE = b"OUTSIDE-" + os.urandom(8).hex().encode() + b"\n"
 INSIDE = b"inside, fine to serve\n"
@@ -163,6 +166,61 @@ def test_swapping_a_directory_for_an_outside_symlink_never_leaks(
     assert outcomes["outside"] == 0 and after["outside"] == 0, (outcomes, after)
     assert outcomes["other"] == 0 and after == {"inside": 2001, "404": 0, "outside": 0, "other": 0}
     assert "handler failed" not in server.log_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("confinement", ["openat2", "walk"])
+def test_during_the_swap_race_the_caches_never_hold_outside_bytes(
+    tmp_path, monkeypatch, confinement
+):
+    """The same race against the handler in this process, so that its small-file cache
+    and per-second shortcut can be inspected after every response."""
+    if confinement == "openat2" and static.CONFINE != "openat2":
+        pytest.skip("openat2 is not available here")
+    monkeypatch.setattr(static, "CONFINE", confinement)
+    root, directory, link = race_tree(tmp_path)
+    reactor = Reactor()
+    handler = HttpHandler(reactor, root, access_log_enabled=False)
+    ours, client = socket.socketpair()
+    ours.setblocking(False)
+    reactor.add_connection(ours.detach(), handler)
+    swapper = subprocess.Popen(
+        [sys.executable, "-c", SWAPPER, str(directory), str(link), str(RACE_SECONDS)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    counts = {"inside": 0, "404": 0, "outside": 0, "other": 0}
+    reader = Reader(client)
+    try:
+        n = 0
+        while swapper.poll() is None and n < 200_000:
+            client.sendall(get(f"/d/f.txt?n={n}") + get("/d/f.txt"))  # unique, then repeated
+            n += 1
+            for _ in range(2):
+                while b"\r\n\r\n" not in reader.buf or not complete(reader.buf):
+                    reactor.run_once(0)
+                    client.setblocking(False)
+                    with contextlib.suppress(BlockingIOError):
+                        reader.buf += client.recv(1 << 16)
+                status, _, body = reader.read()
+                counts[classify((status, body))] += 1
+            held = list(handler.cache.entries.values()) + [c for *_, c in handler.recent.values()]
+            assert not any(OUTSIDE.strip() in content for content in held), counts
+    finally:
+        swaps = int(swapper.communicate(timeout=30)[0])
+        client.close()
+        reactor.dispose()
+        os.close(handler.root_fd)
+    print(f"swaps: {swaps}, in process: {counts}")
+    assert counts["outside"] == 0 and counts["other"] == 0, counts
+    assert counts["inside"] and counts["404"], f"the race was not met: {counts}"
+
+
+def complete(buf: bytearray) -> bool:
+    """A whole response (head and Content-Length body) is in buf."""
+    end = buf.find(b"\r\n\r\n")
+    length = re.search(rb"\r\nContent-Length: (\d+)\r\n", bytes(buf[: end + 2]))
+    return end >= 0 and length is not None and len(buf) >= end + 4 + int(length.group(1))
 
 
 def fetch_404(server) -> bytes:
