@@ -15,6 +15,10 @@ One connection's life:
   a pipelined flood cannot make us build responses faster than the client
   reads them. Bytes that arrive meanwhile wait in ``ctx.buf`` and reading is
   paused, so that buffer is bounded by one read (the reactor's 256 KiB).
+- Files: ``http.static.open_target`` opens each one confined to the root by
+  the kernel (openat2 RESOLVE_BENEATH, or a walk holding a descriptor per
+  directory) and everything is served from that descriptor, never reopened
+  by name; dot-files are 404 unless ``--serve-hidden``.
 - Bodies: small files are read once and cached; their head and body leave
   in one write. Larger ones: the head with MSG_MORE, then ``os.sendfile``, continued from
   ``on_writable`` after EAGAIN, at most SENDFILE_TURN bytes per turn so one
