@@ -12,14 +12,25 @@ FUZZ_SECONDS ?= 60
 
 install: $(VENV)/.installed
 
+BUILD_INPUTS := pyproject.toml setup.py reactor/__init__.py \
+	ws/csrc/*.c ws/csrc/*.h ws/csrc/*.py http/csrc/*.c http/csrc/*.h http/csrc/*.py \
+	reactor/csrc/*.c reactor/csrc/*.h reactor/csrc/*.py
+
 # Reinstall when the build inputs change (the cffi C sources are compiled by pip).
-$(VENV)/.installed: pyproject.toml setup.py ws/csrc/*.c ws/csrc/*.h ws/csrc/*.py http/csrc/*.c http/csrc/*.h http/csrc/*.py reactor/csrc/*.c reactor/csrc/*.h reactor/csrc/*.py
+# .runtime: what running needs; .installed: that plus the test tools (the test extra).
+$(VENV)/.runtime: $(BUILD_INPUTS)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed: $(BUILD_INPUTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
-	touch $@
+	touch $@ $(VENV)/.runtime
 
-run: install
+run: $(VENV)/.runtime
 	$(BIN)/python -m reactor --port $(PORT) --proto $(PROTO)
 
 test: install
@@ -50,6 +61,9 @@ c1000k: install
 fuzz: install
 	$(BIN)/python tests/fuzz/run.py --seconds $(FUZZ_SECONDS)
 
+# Every in-place build product (the editable install compiles the cffi modules next to
+# their packages) and the install stamps, so the next `make install` rebuilds them.
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .hypothesis
-	find . -name '*.so' -path './ws/*' -delete
+	find reactor ws http -name '*.so' -delete
+	rm -f $(VENV)/.installed $(VENV)/.runtime

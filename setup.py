@@ -3,7 +3,7 @@ from setuptools import setup
 
 setup(
     cffi_modules=[
-        "ws/csrc/build_unmask.py:ffibuilder",
+        "ws/csrc/build_speedups.py:ffibuilder",
         "http/csrc/build_head.py:ffibuilder",
         "reactor/csrc/build_io.py:ffibuilder",
     ]

@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import echo as tcp_bench
+import benchkit
 
 CONFIGS = {"off": "--busy-poll 0", "default": ""}
 
@@ -57,33 +55,17 @@ def exchange_loop(
 def measure(args: argparse.Namespace, name: str, server_args: str, pause_us: int) -> dict:
     argv = [args.python, "-m", "reactor", "--host", "127.0.0.1", "--port", "0", "--proto",
             "echo", *shlex.split(server_args)]  # fmt: skip
-    server = subprocess.Popen(
-        ["taskset", "-c", str(args.server_cpu), *argv],
-        cwd=args.server_dir,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    server = benchkit.Server(name, argv, args.server_cpu, cwd=args.server_dir)
     try:
-        port = None
-        deadline = time.monotonic() + tcp_bench.START_TIMEOUT
-        while port is None and time.monotonic() < deadline:
-            line = server.stderr.readline()
-            if not line:
-                break
-            match = tcp_bench.LISTENING.search(line)
-            port = int(match.group(2)) if match else None
-        if port is None:
-            raise RuntimeError(f"{name}: the server did not start")
+        port = server.wait_ready()
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             exchange_loop(sock, 0.0, 0.2, 1000)  # warm-up
-            before = tcp_bench.process_cpu_seconds(server.pid)
+            before = benchkit.process_cpu_seconds(server.proc.pid)
             done, elapsed = exchange_loop(sock, pause_us / 1e6, args.seconds, args.max_exchanges)
-            after = tcp_bench.process_cpu_seconds(server.pid)
+            after = benchkit.process_cpu_seconds(server.proc.pid)
     finally:
-        tcp_bench.stop_process(server)
+        server.stop()
     return {
         "config": name,
         "server_args": server_args,
@@ -97,24 +79,26 @@ def measure(args: argparse.Namespace, name: str, server_args: str, pause_us: int
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add = parser.add_argument
-    add("--pauses", default="1000,200,30", help="comma list of pauses between exchanges (us)")
-    add("--seconds", type=float, default=3.0, help="bound on each run")
-    add("--max-exchanges", type=int, default=100_000, help="bound on each run")
-    add("--config", action="append", default=[], metavar="NAME=ARGS",
-        help="server options to measure (default: off='--busy-poll 0' and default='')")  # fmt: skip
-    add("--server-dir", default=str(tcp_bench.REPO_DIR), help="checkout the servers run from")
-    add("--python", default=sys.executable)
-    add("--server-cpu", type=int, default=0)
-    add("--client-cpu", type=int, default=1)
-    add("--results-dir", default=str(tcp_bench.BENCH_DIR / "results"))
+    benchkit.add_run_options(parser, "client")
+    parser.add_argument(
+        "--pauses", default="1000,200,30", help="comma list of pauses between exchanges (us)"
+    )
+    parser.add_argument("--seconds", type=float, default=3.0, help="bound on each run")
+    parser.add_argument("--max-exchanges", type=int, default=100_000, help="bound on each run")
+    parser.add_argument(
+        "--config", action="append", default=[], metavar="NAME=ARGS",
+        help="server options to measure (default: off='--busy-poll 0' and default='')",
+    )  # fmt: skip
+    parser.add_argument(
+        "--server-dir", default=str(benchkit.REPO_DIR), help="checkout the servers run from"
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     configs = dict(item.split("=", 1) for item in args.config) if args.config else CONFIGS
-    os.sched_setaffinity(0, {args.client_cpu})
+    benchkit.pin_self(args.client_cpu)
     runs = []
     for pause in (int(p) for p in args.pauses.split(",")):
         for name, server_args in configs.items():

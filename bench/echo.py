@@ -19,37 +19,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import re
-import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
-from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_DIR = BENCH_DIR.parent
-C_DIR = BENCH_DIR / "c"
-LOADGEN = C_DIR / "loadgen"
-C_SERVER = C_DIR / "echo_server"
-LISTENING = re.compile(r"listening on \[?([0-9a-fA-F.:]+?)\]?:(\d+)")
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-START_TIMEOUT = 15.0  # s for a server to log its address (Python start-up under load)
-STOP_TIMEOUT = 10.0  # s for a graceful SIGTERM exit before SIGKILL
+import benchkit
+
+LOADGEN = benchkit.C_DIR / "loadgen"
+C_SERVER = benchkit.C_DIR / "echo_server"
 SAMPLE_INTERVAL = 0.1  # s between /proc samples
 SLACK = 15.0  # s beyond the load generator's own bounds before it is killed
-STDERR_LINES = 200  # server log lines kept for the report
-QUIET_PROBE = 0.3  # s per idleness probe before a run
-QUIET_THRESHOLD = 0.1  # cores busy on the idle machine: above this, something else runs
 NOISY_OTHER = 0.15  # share of a core used by neither process during a run: a noisy run
 INTERVAL_NOISY = 0.3  # the same within one sampling interval (tick accounting: +-0.1 jitter)
 NOISY_FRACTION = 0.1  # a run with more such intervals than this is noisy too
 SATURATED = 0.95  # a pinned core this busy is the limit of the run
+LOADGEN_LIMIT = 0.9  # a load generator core busier than this may cap the rate: flagged
 
 
 # ---- /proc sampling -----------------------------------------------------------------------
@@ -59,49 +45,21 @@ SATURATED = 0.95  # a pinned core this busy is the limit of the run
 # a core's busy share is "that process plus whatever else ran there", and busy time the two
 # processes do not explain is interference (other programs on this shared machine, steal).
 
-STAT_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
-
-
-def process_cpu_seconds(pid: int) -> float | None:
-    """utime + stime of a live process (/proc/<pid>/stat fields 14 and 15)."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2 :].split()  # the command name may contain spaces
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def core_times() -> dict[int, dict[str, float]]:
-    """Seconds per /proc/stat column, per core."""
-    cores = {}
-    for line in Path("/proc/stat").read_text().splitlines():
-        name, *values = line.split()
-        if name.startswith("cpu") and name != "cpu":
-            cores[int(name[3:])] = {
-                f: int(v) / CLOCK_TICKS for f, v in zip(STAT_FIELDS, values, strict=False)
-            }
-    return cores
-
-
-def busy(times: dict[str, float]) -> float:
-    return sum(v for f, v in times.items() if f not in ("idle", "iowait"))
-
 
 @dataclass
 class CpuSample:
     when: float
     server: float | None
     loadgen: float | None
-    cores: dict[int, dict[str, float]]
+    cores: dict[int, dict[str, int]]
 
 
 def take_sample(server_pid: int | None, loadgen_pid: int) -> CpuSample:
     return CpuSample(
         time.monotonic(),
-        process_cpu_seconds(server_pid) if server_pid else None,
-        process_cpu_seconds(loadgen_pid),
-        core_times(),
+        benchkit.process_cpu_seconds(server_pid) if server_pid else None,
+        benchkit.process_cpu_seconds(loadgen_pid),
+        benchkit.core_ticks(),
     )
 
 
@@ -121,7 +79,8 @@ def cpu_shares(first: CpuSample, last: CpuSample, server_core: int, loadgen_core
 
     def core(n: int, field: str | None = None) -> float:
         a, b = first.cores[n], last.cores[n]
-        return delta(busy(a), busy(b)) if field is None else delta(a[field], b[field])
+        ticks = (benchkit.busy(a), benchkit.busy(b)) if field is None else (a[field], b[field])
+        return delta(*(t / benchkit.CLOCK_TICKS for t in ticks))
 
     shares = {"server": delta(first.server, last.server)}
     shares["loadgen"] = delta(first.loadgen, last.loadgen)
@@ -132,76 +91,6 @@ def cpu_shares(first: CpuSample, last: CpuSample, server_core: int, loadgen_core
     shares["other"] = round(shares["server_core"] + shares["loadgen_core"] - processes, 3)
     shares["window_s"] = round(wall, 3)
     return shares
-
-
-def machine_busy_share(seconds: float) -> float:
-    """Busy share of the whole machine (in cores) over a short interval."""
-    before = sum(busy(t) for t in core_times().values())
-    time.sleep(seconds)
-    return (sum(busy(t) for t in core_times().values()) - before) / seconds
-
-
-def wait_for_quiet(limit: float, threshold: float = QUIET_THRESHOLD) -> dict:
-    """Other agents share this machine: wait (bounded) until it is nearly idle."""
-    start = time.monotonic()
-    while True:
-        load = machine_busy_share(QUIET_PROBE)
-        waited = time.monotonic() - start
-        if load <= threshold or waited >= limit:
-            return {"busy_cores_before": round(load, 3), "waited_s": round(waited, 1)}
-
-
-# ---- processes ----------------------------------------------------------------------------
-
-
-def stop_process(proc: subprocess.Popen, timeout: float = STOP_TIMEOUT) -> int:
-    """SIGTERM, then SIGKILL once the deadline passes; returns the exit status."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    return proc.wait(timeout)
-
-
-class Server:
-    """A server subprocess pinned to a core; learns its port from the 'listening on' line."""
-
-    def __init__(self, name: str, argv: list[str], cpu: int) -> None:
-        self.name = name
-        self.log: deque[str] = deque(maxlen=STDERR_LINES)
-        self.port: int | None = None
-        self._ready = threading.Event()
-        self.proc = subprocess.Popen(
-            ["taskset", "-c", str(cpu), *argv],
-            cwd=REPO_DIR,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self._reader = threading.Thread(target=self._read_log, daemon=True)
-        self._reader.start()
-
-    def _read_log(self) -> None:
-        for line in self.proc.stderr:
-            self.log.append(line.rstrip())
-            match = LISTENING.search(line)
-            if match and self.port is None:
-                self.port = int(match.group(2))
-                self._ready.set()
-        self._ready.set()  # exited: wake the waiter, which sees no port
-
-    def wait_ready(self) -> int:
-        if not self._ready.wait(START_TIMEOUT) or self.port is None:
-            raise RuntimeError(f"{self.name} did not start: {list(self.log)[-5:]}")
-        return self.port
-
-    def stop(self) -> int:
-        status = stop_process(self.proc)
-        self._reader.join(STOP_TIMEOUT)
-        return status
 
 
 # ---- one measurement ----------------------------------------------------------------------
@@ -246,7 +135,7 @@ def interference(samples: list[CpuSample], server_core: int, loadgen_core: int) 
 
 def run_loadgen(settings: Settings, port: int, server_pid: int | None) -> dict:
     """Runs the pinned load generator once, sampling CPU use until it exits."""
-    argv = ["taskset", "-c", str(settings.loadgen_cpu), *settings.loadgen_argv(port)]
+    argv = benchkit.pinned(settings.loadgen_argv(port), settings.loadgen_cpu)
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + settings.loadgen_timeout()
     try:
@@ -258,7 +147,7 @@ def run_loadgen(settings: Settings, port: int, server_pid: int | None) -> dict:
                 samples.append(sample)  # taken while the load generator lived
         timed_out = proc.poll() is None
     finally:
-        status = stop_process(proc, timeout=2.0)
+        status = benchkit.stop_process(proc, timeout=2.0)
     stdout, stderr = proc.communicate()
     if timed_out or not stdout.strip():
         raise RuntimeError(f"loadgen failed (status {status}): {stderr.strip()[-500:]}")
@@ -275,14 +164,18 @@ def run_loadgen(settings: Settings, port: int, server_pid: int | None) -> dict:
 
 def measure(name: str, server_argv: list[str] | None, target_port: int | None, s: Settings) -> dict:
     """One repetition against one server: start it (unless external), load it, stop it."""
-    quiet = wait_for_quiet(s.quiet_timeout)
-    server = Server(name, server_argv, s.server_cpu) if server_argv else None
+    quiet = benchkit.wait_for_quiet(s.quiet_timeout)
+    server = benchkit.Server(name, server_argv, s.server_cpu) if server_argv else None
     try:
         port = server.wait_ready() if server else target_port
+        pids = benchkit.process_tree(server.proc.pid) if server else []
+        cores = benchkit.affinity(pids)  # taken before the load: the proof of the pinning
         result = run_loadgen(s, port, server.proc.pid if server else None)
     finally:
         status = server.stop() if server else None
     result["server"] = name
+    result["server_cores"] = cores
+    result["loadgen_saturated"] = loadgen_saturated(s.mode, result["cpu_share"])
     result["quiet"] = quiet
     result["server_exit_status"] = status
     result["server_log_tail"] = list(server.log)[-10:] if server else []
@@ -293,7 +186,7 @@ def measure(name: str, server_argv: list[str] | None, target_port: int | None, s
 
 
 def build_tools() -> None:
-    subprocess.run(["make", "-s", "-C", str(C_DIR)], check=True, timeout=120)
+    subprocess.run(["make", "-s", "-C", str(benchkit.C_DIR)], check=True, timeout=120)
 
 
 def server_commands(python: str, host: str) -> dict[str, list[str]]:
@@ -329,11 +222,21 @@ def run_all(args: argparse.Namespace, settings: Settings) -> list[dict]:
     return runs
 
 
+def busy_polling(mode: str) -> bool:
+    """The one-at-a-time modes' client spins on its socket: its core is 100% busy by design."""
+    return mode.endswith("-rtt")
+
+
+def loadgen_saturated(mode: str, shares: dict) -> bool:
+    """The load generator's core was so busy that it, not the server, may set the rate."""
+    return not busy_polling(mode) and (shares.get("loadgen_core") or 0) > LOADGEN_LIMIT
+
+
 def bound_by(mode: str, server_core: float | None, loadgen_core: float | None) -> str:
     """Which side limited a run, judged by how busy each pinned core was."""
-    if mode == "tcp-rtt":
-        return "latency"  # the busy-polling client keeps its core at 100% by design
-    if loadgen_core is not None and loadgen_core >= SATURATED:
+    if busy_polling(mode):
+        return "latency"
+    if loadgen_core is not None and loadgen_core > LOADGEN_LIMIT:
         return "loadgen" if not server_core or server_core < SATURATED else "both"
     if server_core is not None and server_core >= SATURATED:
         return "server"
@@ -358,6 +261,7 @@ def summarize(runs: list[dict]) -> dict[str, dict]:
             return median([r["cpu_share"].get(key) for r in runs])
 
         rate = median([r["ops_per_s"] for r in mine])
+        server_cpu = share("server")
         server_core, loadgen_core = share("server_core"), share("loadgen_core")
         summary[name] = {
             "repetitions": len(everything),
@@ -371,17 +275,24 @@ def summarize(runs: list[dict]) -> dict[str, dict]:
             "errors": sum(r["errors_total"] for r in everything),
             "slowest_interval_per_s": min(r["rate_min_per_s"] for r in mine),
             "median_interval_per_s": median_interval_rate(mine),
-            "server_process_cpu": share("server"),
+            "server_process_cpu": server_cpu,
+            "server_cpu_us_per_op": per_op_us(server_cpu, rate),
             "server_core_busy": server_core,
-            "server_core_us_per_op": server_core / rate * 1e6 if server_core and rate else None,
+            "server_core_us_per_op": per_op_us(server_core, rate),
             "loadgen_process_cpu": share("loadgen"),
             "loadgen_process_cpu_self": median([r["cpu"]["share"] for r in mine]),
             "loadgen_core_busy": loadgen_core,
             "softirq": share("softirq"),
             "other": share("other"),
+            "loadgen_saturated_runs": sum(bool(r.get("loadgen_saturated")) for r in mine),
             "bound_by": bound_by(mine[0]["mode"], server_core, loadgen_core),
         }
     return summary
+
+
+def per_op_us(cpu_share: float | None, rate: float | None) -> float | None:
+    """CPU time per operation in µs, from a share of one core and the operations per second."""
+    return cpu_share / rate * 1e6 if cpu_share and rate else None
 
 
 def median(values: list[float | None]) -> float | None:
@@ -397,40 +308,33 @@ def markdown_table(summary: dict[str, dict]) -> str:
     reference = summary.get("c", {}).get("ops_per_s")
     unit = next(iter(summary.values()))["unit"].replace("_", " ")
     lines = [
-        f"| server | {unit}/s (median) | vs C | median 100 ms | p50 µs | p99 µs | errors "
-        "| slowest 100 ms "
+        f"| server | {unit}/s (median) | server CPU µs/op | vs C | median 100 ms | p50 µs "
+        "| p99 µs | errors | slowest 100 ms "
         "| server process / core | server core µs/op | loadgen process / core | other "
         "| bound by | clean runs |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for name, s in summary.items():
         ratio = s["ops_per_s"] / reference if reference else None
         lines.append(
-            f"| {name} | {s['ops_per_s']:,.0f} | {fmt(ratio, '.2f')} "
-            f"| {fmt(s['median_interval_per_s'], ',.0f')}/s "
+            f"| {name} | {s['ops_per_s']:,.0f} | {fmt(s['server_cpu_us_per_op'], '.2f')} "
+            f"| {fmt(ratio, '.2f')} | {fmt(s['median_interval_per_s'], ',.0f')}/s "
             f"| {fmt(s['p50_us'], '.0f')} | {fmt(s['p99_us'], '.0f')} | {s['errors']} "
             f"| {s['slowest_interval_per_s']:,.0f}/s "
             f"| {fmt(s['server_process_cpu'], '.0%')} / {fmt(s['server_core_busy'], '.0%')} "
-            f"| {fmt(s['server_core_us_per_op'], '.3f')} "
-            f"| {fmt(s['loadgen_process_cpu'], '.0%')} / {fmt(s['loadgen_core_busy'], '.0%')} "
+            f"| {fmt(s['server_core_us_per_op'], '.3f')} | {loadgen_cell(s)} "
             f"| {fmt(s['other'], '.0%')} | {s['bound_by']} "
             f"| {s['clean_repetitions']}/{s['repetitions']} |"
         )
     return "\n".join(lines)
 
 
-def machine_note() -> dict:
-    cpu_model = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")), platform.processor(),
-    )  # fmt: skip
-    return {
-        "cpu": cpu_model,
-        "cores": os.cpu_count(),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "loadavg_at_start": os.getloadavg(),
-    }
+def loadgen_cell(s: dict) -> str:
+    """The load generator's shares, flagged when its core was near saturation."""
+    text = f"{fmt(s['loadgen_process_cpu'], '.0%')} / {fmt(s['loadgen_core_busy'], '.0%')}"
+    saturated = s.get("loadgen_saturated_runs", 0)
+    limit = f"{LOADGEN_LIMIT:.0%}"
+    return f"{text} (over {limit} in {saturated} runs)" if saturated else text
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -450,13 +354,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--servers", default="ours,c", help="comma list of started servers: ours, c")
     add("--target", type=parse_target, action="append", default=[],
         help="also load an already running server: NAME=HOST:PORT (repeatable)")  # fmt: skip
-    add("--server-cpu", type=int, default=0)
-    add("--loadgen-cpu", type=int, default=1)
-    add("--python", default=sys.executable, help="interpreter that runs `-m reactor`")
-    add("--results-dir", type=Path, default=BENCH_DIR / "results")
     add("--no-build", action="store_true", help="skip `make -C bench/c`")
-    add("--quiet-timeout", type=float, default=30.0,
-        help="max s to wait before each run for the machine to be idle (it is shared)")  # fmt: skip
+    benchkit.add_run_options(p, "loadgen", quiet_timeout=30.0)
     args = p.parse_args(argv)
     args.servers = [s for s in args.servers.split(",") if s]
     unknown = set(args.servers) - {"ours", "c"}
@@ -479,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     if not args.no_build:
         build_tools()
-    machine = machine_note()
+    machine = benchkit.machine_note()
     runs = run_all(args, settings)
     summary = summarize(runs)
     table = markdown_table(summary)

@@ -42,23 +42,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import re
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
+import benchkit
+
 MIB = 1 << 20
-LISTENING = re.compile(r"listening on (\S+):(\d+)")
 FILE_SIZES = (0, 1, 1000, 20_000, 100_000, 1_000_000, 4 * MIB)  # 20 KB: cached; 100 KB+: sendfile
 # (upper bound, share): 40% up to 125 B (one-byte length), 30% to 16 KiB, 20% to 256 KiB,
 # 10% to 1 MiB (64-bit length, many reads per message)
@@ -71,54 +66,20 @@ DEFAULT_RSS_BOUND = 16 * MIB  # see the module docstring
 # ---- the server ----------------------------------------------------------------------------
 
 
-class Server:
-    def __init__(self, root: Path, extra: list[str]) -> None:
-        cmd = [sys.executable, "-m", "reactor", "--host", "127.0.0.1", "--port", "0"]
-        cmd += ["--proto", "auto", "--root", str(root), "--quiet", *extra]
-        self.proc = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.PIPE, text=True)
-        self.port = self._await_port()
-        self.log: list[str] = []
-        threading.Thread(target=self._drain, daemon=True).start()
+def start_server(root: Path) -> benchkit.Server:
+    argv = [sys.executable, "-m", "reactor", "--host", "127.0.0.1", "--port", "0"]
+    argv += ["--proto", "auto", "--root", str(root), "--quiet"]
+    server = benchkit.Server("reactor", argv, cpu=None)
+    server.wait_ready()
+    return server
 
-    def _await_port(self) -> int:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            line = self.proc.stderr.readline()
-            if not line:
-                break
-            match = LISTENING.search(line)
-            if match:
-                return int(match.group(2))
-        raise RuntimeError("the server did not start")
 
-    def _drain(self) -> None:
-        for line in self.proc.stderr:
-            if len(self.log) < 1000:  # bounded: only the first lines matter (errors)
-                self.log.append(line.rstrip())
+def server_fds(server: benchkit.Server) -> int:
+    return benchkit.fd_count(server.proc.pid)
 
-    def fds(self) -> int:
-        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
 
-    def rss(self) -> int:
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        raise RuntimeError("no VmRSS")
-
-    def cpu(self) -> float:
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self, timeout: float = 20) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            return -9
+def server_cpu(server: benchkit.Server) -> float:
+    return benchkit.process_cpu_seconds(server.proc.pid) or 0.0
 
 
 # ---- payloads ----------------------------------------------------------------------------------
@@ -262,16 +223,19 @@ async def http_response(reader, name: str, content: bytes, stats: Stats) -> None
 # ---- the run ------------------------------------------------------------------------------
 
 
-async def sample(server: Server, samples: list, stop: asyncio.Event, started: float) -> None:
+async def sample(
+    server: benchkit.Server, samples: list, stop: asyncio.Event, started: float
+) -> None:
     while not stop.is_set():
-        samples.append((round(time.monotonic() - started, 2), server.rss(), server.fds()))
+        rss = benchkit.rss_bytes(server.proc.pid)
+        samples.append((round(time.monotonic() - started, 2), rss, server_fds(server)))
         try:
             await asyncio.wait_for(stop.wait(), 1.0)
         except TimeoutError:
             pass
 
 
-async def drive(server: Server, options, files: dict, stats: Stats) -> list:
+async def drive(server: benchkit.Server, options, files: dict, stats: Stats) -> list:
     payloads = Payloads(options.seed)
     started = time.monotonic()
     deadline = started + options.seconds
@@ -319,17 +283,17 @@ def run(options) -> dict:
     stats = Stats()
     with tempfile.TemporaryDirectory(prefix="reactor-soak-") as tmp:
         files = make_site(Path(tmp), options.seed)
-        server = Server(Path(tmp), [])
+        server = start_server(Path(tmp))
         try:
             time.sleep(0.5)
-            fd_baseline = server.fds()
-            cpu_before = server.cpu()
+            fd_baseline = server_fds(server)
+            cpu_before = server_cpu(server)
             samples = asyncio.run(drive(server, options, files, stats))
-            cpu = server.cpu() - cpu_before
-            settled = _wait(lambda: server.fds() == fd_baseline, 30)
-            fd_end = server.fds()
+            cpu = server_cpu(server) - cpu_before
+            settled = _wait(lambda: server_fds(server) == fd_baseline, 30)
+            fd_end = server_fds(server)
         finally:
-            exit_code = server.stop()
+            exit_code = server.stop(timeout=20)  # a graceful drain under load
     mid, end, growth = growth_second_half(samples, options.seconds)
     second_half_messages = _second_half_share(stats, samples, options.seconds)
     counts = dict(stats.counts)
@@ -356,7 +320,7 @@ def run(options) -> dict:
         ),
         "server_cpu_seconds": round(cpu, 1),
         "server_exit_code": exit_code,
-        "server_log_head": server.log[:20],
+        "server_log_head": list(server.log)[:20],
         "samples": samples,
     }
     result["passed"] = (
@@ -474,12 +438,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, help="default: bench/results/soak-<time>.json")
     options = parser.parse_args(argv)
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 1,200 client sockets
+    benchkit.raise_fd_limit()  # 1,200 client sockets
     result = run(options)
-    path = options.json or HERE / "results" / f"soak-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path = options.json or benchkit.RESULTS_DIR / f"soak-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1) + "\n")
     print(summary(result))

@@ -13,7 +13,7 @@ payload per second, median of ``--repeat`` timings of about ``--target`` seconds
 - ``websockets C``: ``websockets.speedups.apply_mask`` (SSE2, returns a new bytes object), when
   importable;
 - ``memory copy``: ``dst[:] = src`` between two memoryviews, i.e. memcpy plus the same Python
-  call overhead: the ceiling the issue's goal is stated against (>= 50% at 64 KiB).
+  call overhead: the ceiling the goal is stated against (>= 50% at 64 KiB).
 
 Every implementation is first checked against the pure-Python result on the same data (a
 wrong result voids the run). The process pins itself to ``--cpu`` and waits (bounded) for the
@@ -35,15 +35,15 @@ import timeit
 from collections.abc import Callable
 from pathlib import Path
 
-import echo as tcp_bench  # bench/echo.py: machine notes, waiting for an idle machine
+import benchkit
 
-from reactor.ws import frames
+from reactor.ws import frames, native
 from reactor.ws import unmask as ws_unmask
 
 SIZES = (125, 4096, 65536, 1 << 20)
 KEY = b"\x37\xfa\x21\x3d"  # RFC 6455 §5.7's example masking key
 SCAN_WINDOW = 64 * 1024  # bytes of frames per scanner call: one receive buffer's worth
-GOAL_SIZE = 65536  # issue 3: unmask >= 50% of memory-copy bandwidth at 64 KiB
+GOAL_SIZE = 65536  # the goal: unmask >= 50% of memory-copy bandwidth at 64 KiB
 GOAL_SHARE = 0.5
 
 try:
@@ -81,26 +81,20 @@ def cffi_window(data: bytes):
     return "f(0, n, k, 0)", namespace, check
 
 
-def cffi_public(data: bytes):
-    buf = bytearray(data)
+def in_place(unmask: Callable[[bytearray, bytes], None]) -> Callable:
+    """An implementation that unmasks a whole buffer in place: ``unmask(buf, key)``."""
 
-    def check() -> bytes:
-        work = bytearray(data)
-        ws_unmask.unmask(work, KEY)
-        return bytes(work)
+    def implementation(data: bytes):
+        buf = bytearray(data)
 
-    return "f(buf, k)", {"f": ws_unmask.unmask, "buf": buf, "k": KEY}, check
+        def check() -> bytes:
+            work = bytearray(data)
+            unmask(work, KEY)
+            return bytes(work)
 
+        return "f(buf, k)", {"f": unmask, "buf": buf, "k": KEY}, check
 
-def python_fallback(data: bytes):
-    buf = bytearray(data)
-
-    def check() -> bytes:
-        work = bytearray(data)
-        ws_unmask.unmask_python(work, KEY)
-        return bytes(work)
-
-    return "f(buf, k)", {"f": ws_unmask.unmask_python, "buf": buf, "k": KEY}, check
+    return implementation
 
 
 def websockets_c(data: bytes):
@@ -142,9 +136,9 @@ def frame_scanner(data: bytes):
 
 IMPLEMENTATIONS: dict[str, Callable] = {
     "cffi window (hot path)": cffi_window,
-    "cffi unmask()": cffi_public,
+    "cffi unmask()": in_place(ws_unmask.unmask),
     "frame scanner (parse + unmask)": frame_scanner,
-    "python fallback": python_fallback,
+    "python fallback": in_place(ws_unmask.unmask_python),
     "websockets C apply_mask": websockets_c,
     "memory copy": memory_copy,
 }
@@ -189,7 +183,7 @@ def available(name: str) -> bool:
     if name == "websockets C apply_mask":
         return apply_mask is not None
     if name in ("cffi window (hot path)", "cffi unmask()", "frame scanner (parse + unmask)"):
-        return ws_unmask.IMPL == "cffi"
+        return native.active == "c"
     return True
 
 
@@ -249,7 +243,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--target", type=float, default=0.2, help="seconds per timing")
     p.add_argument("--sizes", default=",".join(map(str, SIZES)), help="comma list of bytes")
     p.add_argument("--cpu", type=int, default=1, help="CPU to pin to (-1: no pinning)")
-    p.add_argument("--results-dir", type=Path, default=tcp_bench.BENCH_DIR / "results")
+    p.add_argument("--results-dir", type=Path, default=benchkit.RESULTS_DIR)
     p.add_argument("--quiet-timeout", type=float, default=30.0,
                    help="max s to wait for the shared machine to be idle")  # fmt: skip
     args = p.parse_args(argv)
@@ -264,16 +258,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.cpu >= 0:
         os.sched_setaffinity(0, {args.cpu})
-    quiet = tcp_bench.wait_for_quiet(args.quiet_timeout)
+    quiet = benchkit.wait_for_quiet(args.quiet_timeout)
     results = []
     for size in args.sizes:
         for name in filter(available, IMPLEMENTATIONS):
             results.append(time_one(name, size, args.repeat, args.target))
     text = table(results, args.sizes) + "\n\n" + goal_line(results)
     skipped = [n for n in IMPLEMENTATIONS if not available(n)]
-    record = {"benchmark": "unmask", "command": sys.argv, "impl": ws_unmask.IMPL,
+    record = {"benchmark": "unmask", "command": sys.argv, "impl": native.active,
               "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-              "machine": tcp_bench.machine_note(), "quiet": quiet, "skipped": skipped,
+              "machine": benchkit.machine_note(), "quiet": quiet, "skipped": skipped,
               "results": results, "table": text}  # fmt: skip
     args.results_dir.mkdir(parents=True, exist_ok=True)
     out = args.results_dir / f"unmask-{time.strftime('%Y%m%d-%H%M%S')}.json"

@@ -3,7 +3,7 @@ socketify (uWebSockets) and a minimal C echo server, in one run. Ours runs twice
 by default (adaptive busy polling, up to 50 us), and as ``ours-no-spin`` with ``--busy-poll 0``
 (the loop always sleeps when it has nothing to do, as the peers' loops do).
 
-Scenarios (issue 3, "Benchmark"), each server pinned to CPU 0 and the C load generator
+Scenarios, each server pinned to CPU 0 and the C load generator
 (bench/c/loadgen) to CPU 1, repetitions alternating the servers, medians:
 
 - ``echo64``: 64 B binary messages, 100 connections, 16 in flight on each (msg/s);
@@ -13,9 +13,12 @@ Scenarios (issue 3, "Benchmark"), each server pinned to CPU 0 and the C load gen
 - ``idle``: server memory per idle connection: RSS with 10k upgraded connections open, minus
   RSS after a warm-up, over 10k. The connections are held by this script (no load generator).
 
-The measuring code is bench/echo.py's (server start-up, /proc CPU sampling, noisy-run
-detection, medians); this script adds the WebSocket servers, the scenarios, the idle-memory
-client and a table of ratios against picows, the issue's reference peer. The C server
+Server start-up, pinning and the /proc readers are bench/benchkit.py's; CPU sampling, noisy-run
+detection and medians are bench/echo.py's. This script adds the WebSocket servers, the
+scenarios, the idle-memory client and a table of ratios against picows, the reference peer.
+Next to each rate the summary gives the server's CPU time per message or handshake (its
+process CPU share over the rate), and it flags a figure whose load generator core was more
+than 90% busy: there the load generator, not the server, may have set the rate. The C server
 (bench/c/ws_echo_server) is there to show the load generator drives a faster server well above
 the Python figures. A server whose package is not installed (or ours, before its handler
 exists) is skipped and said so.
@@ -32,14 +35,10 @@ markdown tables on stdout.
 from __future__ import annotations
 
 import argparse
-import base64
 import errno
-import hashlib
 import json
 import os
-import resource
 import selectors
-import signal
 import socket
 import subprocess
 import sys
@@ -47,13 +46,13 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import echo as tcp_bench  # bench/echo.py: the shared measuring machinery
+import benchkit
+import echo as tcp_bench  # bench/echo.py: the measuring machinery (CPU sampling, medians)
+from benchkit import upgrade_request
 
-BENCH_DIR = tcp_bench.BENCH_DIR
-PEERS_DIR = BENCH_DIR / "peers"
-C_WS_SERVER = tcp_bench.C_DIR / "ws_echo_server"
-REFERENCE = "picows"  # the issue states its goals as ratios against picows on uvloop
-WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
+PEERS_DIR = benchkit.BENCH_DIR / "peers"
+C_WS_SERVER = benchkit.C_DIR / "ws_echo_server"
+REFERENCE = "picows"  # the goals are ratios against picows on uvloop
 
 # The module each server needs, to skip the ones that are not installed.
 REQUIREMENTS = {
@@ -88,7 +87,7 @@ SCENARIOS = {
     "idle": Scenario("idle", "idle", 10_000, 0, 0, "B/connection", higher_is_better=False),
 }
 
-# Issue 3's goals, as (scenario, server, ratio against picows, what it says).
+# The goals, as (scenario, server, ratio against picows, what it says).
 GOALS = (
     ("echo64", "ours", 1.0, "64 B echo >= 1.0x picows (aim 2x)"),
     ("rtt", "ours", 1.0, "one-at-a-time round trips >= 1.0x picows"),
@@ -120,7 +119,7 @@ def missing_module(python: str, module: str | None) -> bool:
     if module is None:
         return False
     probe = f"import importlib.util, sys; sys.exit(importlib.util.find_spec({module!r}) is None)"
-    done = subprocess.run([python, "-c", probe], cwd=tcp_bench.REPO_DIR, timeout=60)
+    done = subprocess.run([python, "-c", probe], cwd=benchkit.REPO_DIR, timeout=60)
     return done.returncode != 0
 
 
@@ -177,18 +176,6 @@ IDLE_WARMUP = 200  # connections opened and closed before the baseline: first-us
 IDLE_SETTLE = 1.0  # s before each RSS reading (lazy frees, GC); --idle-settle changes it
 IDLE_TIMEOUT = 120.0  # s bound on opening all the connections
 RESPONSE_LIMIT = 4096  # bytes of a 101 response we accept: the peers send under 300
-
-
-def upgrade_request(host: str, port: int) -> tuple[bytes, bytes]:
-    """An RFC 6455 §4.1 opening handshake and the Sec-WebSocket-Accept it must get back."""
-    key = base64.b64encode(os.urandom(16))
-    accept = base64.b64encode(hashlib.sha1(key + WS_GUID).digest())
-    request = (
-        f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key.decode()}\r\n"
-        "Sec-WebSocket-Version: 13\r\n\r\n"
-    ).encode()
-    return request, accept
 
 
 def upgraded(response: bytes, accept: bytes) -> bool:
@@ -294,14 +281,6 @@ class IdleClients:
         self.selector.close()
 
 
-def rss_bytes(pid: int) -> int:
-    """Resident set size of a process (/proc/<pid>/status, VmRSS in kB)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
 def warm_up(host: str, port: int, connections: int) -> int:
     clients = IdleClients(host, port)
     try:
@@ -313,7 +292,7 @@ def warm_up(host: str, port: int, connections: int) -> int:
 
 def measure_idle(name: str, argv: list[str], scenario: Scenario, args) -> dict:
     """RSS per connection with ``scenario.connections`` upgraded connections held open."""
-    server = tcp_bench.Server(name, argv, args.server_cpu)
+    server = benchkit.Server(name, argv, args.server_cpu)
     clients = None
     result = {"server": name, "scenario": scenario.name, "mode": "idle"}
     result["connections"] = scenario.connections
@@ -321,13 +300,13 @@ def measure_idle(name: str, argv: list[str], scenario: Scenario, args) -> dict:
         port = server.wait_ready()
         result["warmup_connections"] = warm_up(args.host, port, scenario.connections)
         time.sleep(args.idle_settle)
-        result["rss_baseline"] = rss_bytes(server.proc.pid)
+        result["rss_baseline"] = benchkit.rss_bytes(server.proc.pid)
         clients = IdleClients(args.host, port)
         started = time.monotonic()
         clients.open(scenario.connections)
         result["open_seconds"] = round(time.monotonic() - started, 2)
         time.sleep(args.idle_settle)
-        result["rss_loaded"] = rss_bytes(server.proc.pid)
+        result["rss_loaded"] = benchkit.rss_bytes(server.proc.pid)
         result.update(opened=len(clients.held), failed=clients.failed)
         result["alive_at_sample"] = clients.still_open()
     finally:
@@ -422,7 +401,13 @@ def cell(scenario: Scenario, entry: dict | None, reference: dict | None) -> str:
     value = entry["value"]
     text = f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
     x = ratio(value, (reference or {}).get("value"))
-    return text if x is None else f"{text} ({x:.2f}x)"
+    if x is not None:
+        text += f" ({x:.2f}x)"
+    if entry.get("server_cpu_us_per_op") is not None:  # server CPU per message/handshake
+        text += f", {entry['server_cpu_us_per_op']:.2f} µs"
+    if entry.get("loadgen_saturated_runs"):
+        text += f", loadgen core {entry['loadgen_core_busy']:.0%}"
+    return text
 
 
 def summary_table(summaries: dict[str, dict[str, dict]], servers: list[str]) -> str:
@@ -473,10 +458,13 @@ def detail_table(scenario: Scenario, summary: dict[str, dict]) -> str:
 
 
 def report(summaries: dict, skipped: dict, servers: list[str], scenarios: list[Scenario]) -> str:
-    parts = ["## Summary (ratio against picows)", summary_table(summaries, servers)]
+    parts = [
+        "## Summary (ratio against picows, server CPU µs per message or handshake)",
+        summary_table(summaries, servers),
+    ]
     goals = goal_lines(summaries) if "ours" in servers else []
     if goals:
-        parts += ["## Goals of issue 3 for ours", "\n".join(goals)]
+        parts += ["## Goals for ours", "\n".join(goals)]
     for scenario in scenarios:
         summary = summaries[scenario.name]
         parts += [f"## {scenario.name} ({describe(scenario)})", detail_table(scenario, summary)]
@@ -523,13 +511,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="event loop of the picows, aiohttp and websockets servers")  # fmt: skip
     add("--grace", type=float, default=2.0, help="bound on draining and closing (s)")
     add("--host", default="127.0.0.1")
-    add("--server-cpu", type=int, default=0)
-    add("--loadgen-cpu", type=int, default=1)
-    add("--python", default=sys.executable, help="interpreter of the Python servers")
-    add("--results-dir", type=Path, default=BENCH_DIR / "results")
     add("--no-build", action="store_true", help="skip `make -C bench/c`")
-    add("--quiet-timeout", type=float, default=30.0,
-        help="max s to wait before each run for the machine to be idle (it is shared)")  # fmt: skip
+    benchkit.add_run_options(p, "loadgen", quiet_timeout=30.0)
     args = p.parse_args(argv)
     args.servers = parse_list(args.servers, SERVERS, "--servers")
     args.scenarios = parse_list(args.scenarios, SCENARIOS, "--scenarios")
@@ -548,27 +531,15 @@ def chosen_scenarios(args: argparse.Namespace) -> list[Scenario]:
     return [replace(SCENARIOS[n], **tuned.get(n, {})) for n in args.scenarios]
 
 
-def raise_fd_limit() -> None:
-    """The idle run holds 10k sockets here; the servers inherit the raised limit too."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def stop_on_sigterm() -> None:
-    """SIGTERM unwinds like Ctrl-C, so every ``finally`` stops the servers it started."""
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    stop_on_sigterm()
-    raise_fd_limit()
+    benchkit.stop_on_sigterm()
+    benchkit.raise_fd_limit()  # the idle run holds 10k sockets; the servers inherit it
     if not args.no_build:
         tcp_bench.build_tools()
     servers, skipped = available_servers(args.python, args.servers, args.peer_loop)
     commands = server_commands(args.python, args.host, args.peer_loop)
-    machine = tcp_bench.machine_note()
+    machine = benchkit.machine_note()
     runs, summaries = [], {}
     scenarios = chosen_scenarios(args)
     for scenario in scenarios:

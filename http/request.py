@@ -37,6 +37,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from .. import rfc9110
+
 try:  # the common-case scanner in C (http/csrc/head.c), built by pip install
     from ._speedups import ffi as _ffi
     from ._speedups import lib as _lib
@@ -88,9 +90,10 @@ _HOST_RE = re.compile(_HOST_CHARS)
 _HOST_LINE_RE = re.compile(r"\n(?i:host):[ \t]*" + _HOST_CHARS + r"[ \t]*\r?\n")
 _CR, _LF = 13, 10
 
-# "cffi" when the C head scanner is built (the glue warns at start otherwise).
-HEAD_SCANNER = "python" if _lib is None else "cffi"
-_scan_head = None if _lib is None else _lib.http_scan_head  # tests set None to compare
+# What reads the common head: "c" (the scanner, built) or "python" (the regex path
+# alone); switched with use(). The glue says which at start.
+HEAD_SCANNER = "python" if _lib is None else "c"
+_scan_head = None if _lib is None else _lib.http_scan_head
 if _lib is not None:
     _SCAN_INFO = _ffi.new("int32_t[2]")  # method, minor version
     _SCAN_INFO_VIEW = memoryview(_ffi.buffer(_SCAN_INFO)).cast("i")
@@ -99,6 +102,20 @@ if _lib is not None:
     _SCAN_PIECES_SIZE = MAX_REQUEST_LINE + MAX_FIELDS_SIZE
     _SCAN_PIECES = _ffi.new("unsigned char[]", _SCAN_PIECES_SIZE)
     _SCAN_PIECES_VIEW = memoryview(_ffi.buffer(_SCAN_PIECES))
+
+
+def use(name: str) -> None:
+    """Read common heads with the C scanner (``"c"``, when built) or with the
+    Python path alone (``"python"``): tests and benchmarks compare the two."""
+    global HEAD_SCANNER, _scan_head
+    if name not in ("c", "python"):
+        raise ValueError(f"unknown implementation {name!r}")
+    if name == "c" and _lib is None:
+        raise RuntimeError("reactor.http._speedups is not built (reinstall with a C compiler)")
+    HEAD_SCANNER = name
+    _scan_head = _lib.http_scan_head if name == "c" else None
+
+
 _SCANNED_METHODS = ("GET", "HEAD")
 _SCANNED_VERSIONS = ((1, 0), (1, 1))
 _SEARCHABLE = (bytes, bytearray)  # have .find(sub, start, end); others are copied
@@ -154,8 +171,8 @@ class Request:
         return [v for n, v in self.headers if n == name]
 
     def tokens(self, name: str) -> list[str]:
-        """Lowercased comma-separated tokens of every `name` line (e.g. Connection)."""
-        return [t.strip().lower() for v in self.get_all(name) for t in v.split(",")]
+        """Lowercased comma-list members of every `name` line (e.g. Connection)."""
+        return [member.lower() for member in rfc9110.list_members(self.get_all(name))]
 
     @property
     def keep_alive(self) -> bool:
@@ -242,11 +259,6 @@ class RequestParser:
             if stop == end:
                 break
         return None, start  # (past _WHOLE_COPY the parse above has raised)
-
-
-def parse_request(buf, start: int = 0, end: int | None = None) -> tuple[Request | None, int]:
-    """One-shot parse (no resumption state): see RequestParser.parse."""
-    return RequestParser().parse(buf, start, end)
 
 
 def _skip_empty_lines(buf, pos: int, end: int) -> int:
@@ -460,12 +472,10 @@ def _content_length(values: list[str]) -> int | None:
     """RFC 9110 §8.6: 1*DIGIT; repeated identical values may be merged."""
     if not values:
         return None
-    members = {member.strip() for value in values for member in value.split(",")}
+    members = set(rfc9110.list_members(values))
     if len(members) != 1:
         raise HttpError(400, "conflicting Content-Length")
-    (text,) = members
-    if not (text.isascii() and text.isdigit()):
+    length = rfc9110.digits(members.pop())
+    if length is None:
         raise HttpError(400, "invalid Content-Length")
-    return (
-        int(text) if len(text) <= 18 else 1 << 63
-    )  # 18 digits: below 2**63, and int() stays cheap
+    return length

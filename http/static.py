@@ -44,6 +44,7 @@ from http import HTTPStatus  # the stdlib package (this folder has no __init__.p
 from operator import itemgetter
 from urllib.parse import unquote_to_bytes
 
+from .. import rfc9110
 from .request import HttpError, Request
 
 try:  # openat2 through cffi (http/csrc/confine.c); without it the walk confines alone
@@ -612,11 +613,7 @@ def _suffix_range(length: int, size: int) -> tuple[int, int]:
     return max(0, size - length), size - 1
 
 
-def _digits(text: str) -> int | None:
-    """1*DIGIT as an int; absurdly long numbers become 2**63 (past any file)."""
-    if not (text.isascii() and text.isdigit()):
-        return None
-    return int(text) if len(text) <= 18 else 1 << 63
+_digits = rfc9110.digits  # absurdly long numbers read as 2**63: past any file
 
 
 # --- small complete responses -----------------------------------------------------------
@@ -632,40 +629,36 @@ def error_response(
     head: bool = False,
 ) -> bytes:
     """A complete response with a short HTML body (just the head when `head`,
-    as for a HEAD request, with the Content-Length the body would have)."""
-    phrase = HTTPStatus(status).phrase
-    title = f"{status} {phrase}"
+    as for a HEAD request, with the Content-Length the body would have): every
+    HTTP error answer of the server, WebSocket rejections included. A sender of
+    an Upgrade header lists "upgrade" in Connection (RFC 9110 §7.8)."""
+    phrase = _phrase(status)
+    title = f"{status} {phrase}".rstrip()
     body = (
         f"<!DOCTYPE html>\n<html><head><title>{title}</title></head>"
         f"<body><h1>{title}</h1><p>{html.escape(reason)}</p></body></html>\n"
     ).encode()
     lines = [
-        f"HTTP/1.1 {title}\r\n",
+        f"HTTP/1.1 {status} {phrase}\r\n",  # the SP stays without a phrase (RFC 9112 §4)
         date_line(time.time() if now is None else now).decode("ascii"),
         "Content-Type: text/html; charset=utf-8\r\n",
         f"Content-Length: {len(body)}\r\n",
-        f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n",
+        _connection_field(keep_alive, extra_headers),
     ]
-    lines.extend(_header_line(name, value) for name, value in extra_headers)
+    lines.extend(rfc9110.header_line(name, value) for name, value in extra_headers)
     response = "".join(lines).encode("latin-1") + b"\r\n"
     return response if head else response + body
 
 
-def redirect_response(
-    location: str, *, keep_alive: bool, now: float | None = None, head: bool = False
-) -> bytes:
-    """301 to `location` (e.g. a directory's slash form)."""
-    return error_response(
-        301,
-        f"Moved to {location}",
-        keep_alive=keep_alive,
-        extra_headers=(("Location", location),),
-        now=now,
-        head=head,
-    )
+def _connection_field(keep_alive: bool, extra_headers: Sequence[tuple[str, str]]) -> str:
+    persistence = "keep-alive" if keep_alive else "close"
+    if any(name.lower() == "upgrade" for name, _ in extra_headers):
+        return f"Connection: upgrade, {persistence}\r\n"
+    return f"Connection: {persistence}\r\n"
 
 
-def _header_line(name: str, value: str) -> str:
-    if any(c in name + value for c in "\r\n\0") or not name:
-        raise ValueError(f"refusing to emit header {name!r}: {value!r}")  # header injection
-    return f"{name}: {value}\r\n"
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:  # a status the stdlib does not name (an application's 4xx/5xx)
+        return ""

@@ -1,5 +1,7 @@
+import os
 import sys
 
 from .cli import main
 
-sys.exit(main())
+# Usage lines name the program as it was invoked ("python -m reactor"), not __main__.py.
+sys.exit(main(prog=f"{os.path.basename(sys.executable) or 'python'} -m reactor"))

@@ -28,6 +28,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
+import os
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
@@ -49,7 +52,9 @@ class Connection(Protocol):
     def send(self, message: Message) -> bool:
         """Queue a text (str) or binary (bytes-like) message. False once the
         connection is closing or closed (the message is dropped), or when it was
-        closed with 1008 because its buffered output was over --max-send-buffer."""
+        closed with 1008 because its buffered output was over --max-send-buffer.
+        Anything else (a dict, an int) raises TypeError and queues nothing:
+        send ``json.dumps(obj)`` for JSON."""
 
     def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Start the closing handshake; the peer gets --close-timeout to answer."""
@@ -109,7 +114,8 @@ class WebSocketApp:
         """A valid upgrade request arrived (``request.get(name)``,
         ``request.target``, ``request.headers``). Return None to accept, or
         ``(status, reason)`` / ``(status, reason, headers)`` to refuse with a
-        4xx/5xx (e.g. ``(401, "login first")``, ``(403, "banned")``)."""
+        4xx/5xx (e.g. ``(401, "login first")``, ``(403, "banned")``). Anything
+        else is logged as a mistake and answered 500."""
         return None
 
     def on_open(self, conn: Connection, request: Any) -> None:
@@ -129,13 +135,23 @@ class WebSocketApp:
 
 # ---- loading an application (--app module:attr) ---------------------------------
 
+CALLBACK_NAMES = ("on_start", "on_upgrade", "on_open", "on_message", "on_close")
+
+
+class AppError(TypeError):
+    """What ``--app`` (or ``serve(app=...)``) names cannot serve as an application."""
+
 
 def load_app(spec: str) -> Any:
     """Import ``module:attr`` (``attr`` may be dotted) and return the object.
-    Used as argparse ``type=`` so a bad spec is a usage error before any fork."""
+    Used as argparse ``type=`` so a bad spec is a usage error before any fork.
+
+    The current folder comes first on ``sys.path`` (as with ``python -m``), so
+    the installed ``reactor`` command finds ``chat.py`` where it is started."""
     module_name, sep, attr_path = spec.partition(":")
     if not sep or not module_name or not attr_path:
         raise argparse.ArgumentTypeError(f"{spec!r}: expected module:attribute")
+    _current_folder_first()
     try:
         target: Any = importlib.import_module(module_name)
     except ImportError as exc:
@@ -148,6 +164,35 @@ def load_app(spec: str) -> Any:
     return target
 
 
+def _current_folder_first() -> None:
+    cwd = os.getcwd()
+    if cwd not in sys.path[:1] and "" not in sys.path[:1]:
+        sys.path.insert(0, cwd)
+
+
+def check_app(target: Any) -> None:
+    """Raise AppError unless ``target`` can be an application: an instance
+    with ``on_message``, such a class, or a factory (whose result make_app
+    checks). Run before any worker starts, so a mistake is a usage error."""
+    if target is None:
+        return
+    if not isinstance(target, type) and not hasattr(target, "on_message"):
+        if not callable(target):
+            raise AppError(
+                f"{target!r} is not an application: expected a WebSocketApp instance, "
+                "a subclass, or a factory returning one"
+            )
+        return  # a factory: what it returns is checked when a worker calls it
+    if not callable(getattr(target, "on_message", None)):
+        raise AppError(f"{target!r} has no on_message(conn, data)")
+    for name in CALLBACK_NAMES:
+        if inspect.iscoroutinefunction(getattr(target, name, None)):
+            raise AppError(
+                f"{name} is a coroutine function (async def): coroutine callbacks are not "
+                "supported; define it with def (callbacks run on the reactor's thread)"
+            )
+
+
 def make_app(target: Any) -> Any:
     """An application instance from what ``--app`` (or ``serve(app=...)``)
     named: None (the echo app), an instance, a class, or a factory."""
@@ -155,12 +200,12 @@ def make_app(target: Any) -> Any:
         return WebSocketApp()
     if isinstance(target, str):
         target = load_app(target)
+    check_app(target)
     if isinstance(target, type) or not hasattr(target, "on_message"):
-        if not callable(target):
-            raise TypeError(f"{target!r} is neither an application nor a factory")
         target = target()  # a class or a factory: one instance per worker
-    if not callable(getattr(target, "on_message", None)):
-        raise TypeError(f"{target!r} has no on_message(conn, data)")
+        if isinstance(target, type) or not hasattr(target, "on_message"):
+            raise AppError(f"the --app factory returned {target!r}, not an application")
+        check_app(target)
     return target
 
 

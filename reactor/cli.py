@@ -1,4 +1,4 @@
-"""Command line: ``python -m reactor --port 9501 --proto ws``.
+"""Command line: ``reactor --port 9501 --proto ws`` (or ``python -m reactor``).
 
 The composition root: parses options, builds the handler for --proto, and
 runs one reactor or a supervisor with --workers reactor processes.
@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from . import handlers
+from .app import AppError, check_app
 from .loop import DEFAULT_MAX_SEND_BUFFER, MAX_BUSY_POLL, somaxconn
 from .workers import DEFAULT_BUSY_POLL_USEC, serve
 
@@ -22,12 +23,26 @@ DEFAULT_PORT = 9501
 log = logging.getLogger("reactor")
 
 
-def build_parser() -> argparse.ArgumentParser:
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: ...)" only where the help does not already say it,
+    and not for flags and options without a default (False, None, [])."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if "default" in text or default is None or default is False or default == []:
+            return text
+        return super()._get_help_string(action)
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """``prog`` names the program in usage lines; None: argv[0]'s name (the
+    ``reactor`` console script), ``python -m reactor`` passes its own."""
     parser = argparse.ArgumentParser(
-        prog="python -m reactor",
+        prog=prog,
         description="An epoll reactor serving WebSocket (RFC 6455), static files over HTTP, "
         "or raw TCP echo.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add = parser.add_argument
     add("--host", default="0.0.0.0", help="address to listen on (IPv4 or IPv6 literal)")
@@ -133,8 +148,10 @@ def configure_logging(level: str) -> None:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """Run the server; returns the exit status (0 stopped, 1 start-up failed;
+    usage errors exit with 2 from argparse before anything starts)."""
+    parser = build_parser(prog)
     options = parser.parse_args(argv)
     configure_logging(options.log_level)
     try:
@@ -143,5 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     if options.workers < 1:
         parser.error("--workers must be at least 1")
+    try:
+        check_app(getattr(options, "app", None))
+    except AppError as exc:
+        parser.error(f"--app: {exc}")
     options.fd_limit = raise_fd_limit()
     return serve(options, module)

@@ -63,7 +63,23 @@ except ImportError:  # pragma: no cover - no C compiler at install time
     _io_lib = None
 
 log = logging.getLogger("reactor")
-_send_more = None if _io_lib is None else _io_lib.rx_send_more  # tests set None
+# What sends with MSG_MORE: "c" (reactor/csrc/io.c, built) or "python" (a borrowed
+# socket object, and one packet more per closing connection); switched with use().
+IO_HELPER = "python" if _io_lib is None else "c"
+_send_more = None if _io_lib is None else _io_lib.rx_send_more
+
+
+def use(name: str) -> None:
+    """Run the reactor's socket helper in C (``"c"``, when built) or in Python
+    (``"python"``): tests compare the two."""
+    global IO_HELPER, _send_more
+    if name not in ("c", "python"):
+        raise ValueError(f"unknown implementation {name!r}")
+    if name == "c" and _io_lib is None:
+        raise RuntimeError("reactor._io is not built (reinstall with a C compiler)")
+    IO_HELPER = name
+    _send_more = _io_lib.rx_send_more if name == "c" else None
+
 
 EPOLLIN = select.EPOLLIN
 EPOLLOUT = select.EPOLLOUT
@@ -276,6 +292,7 @@ class Reactor:
         self.busy_poll = busy_poll  # seconds of non-blocking polls after a batch; 0: off
         self.connection_count = 0
         self.refused = 0
+        self.accept_failures = 0  # EMFILE & co. since accepting last worked
         self.now = self._clock()
         self.tick = int(self.now)
         self._running = False
@@ -354,7 +371,10 @@ class Reactor:
         self._fresh.append(conn)
         self.connection_count += 1
         self._update_mask(conn)
-        handler.on_open(conn, peer)
+        try:
+            handler.on_open(conn, peer)
+        except Exception as exc:  # only this connection pays, as for every callback
+            self._handler_failed(conn, exc)
         return conn
 
     def close(self, conn: Connection, error: BaseException | None = None) -> None:
@@ -590,6 +610,8 @@ class Reactor:
                 if self._accept_failed(lconn, exc):
                     return
                 continue
+            if self.accept_failures:
+                self._accepting_again()
             if self.connection_count >= self.max_connections:
                 self._refuse(fd)
                 continue
@@ -601,13 +623,24 @@ class Reactor:
         if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
             # Out of fds or memory: the backlog stays readable, so a level-
             # triggered listener would spin. Stop listening and retry later.
-            log.warning("accept: %s; pausing accepts for %.2fs", exc.strerror, EMFILE_RETRY_DELAY)
+            self.accept_failures = failures = self.accept_failures + 1
+            if failures & (failures - 1) == 0:  # log at 1, 2, 4, 8...: never floods
+                log.warning(
+                    "accept failed %d times so far: %s; pausing accepts for %.2fs each time",
+                    failures,
+                    exc.strerror,
+                    EMFILE_RETRY_DELAY,
+                )
             self._pause_accepting(lconn)
             return True
         if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
             return False  # that one connection died in the queue; take the next
         log.error("accept failed: %s", exc)
         return True
+
+    def _accepting_again(self) -> None:
+        log.warning("accepting again after %d failed accepts", self.accept_failures)
+        self.accept_failures = 0
 
     def _pause_accepting(self, lconn: Connection) -> None:
         listener: Listener = lconn.ctx

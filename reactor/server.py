@@ -24,6 +24,7 @@ import logging
 from typing import Any
 
 from . import cli, handlers
+from .app import check_app
 from .workers import serve as run_reactors
 
 
@@ -48,6 +49,8 @@ def serve(
         raise ValueError(f"proto must be one of {sorted(handlers.PROTOCOLS)}")
     if workers < 1:
         raise ValueError("workers must be at least 1")
+    if not isinstance(app, str):  # a "module:attr" string is checked once imported
+        check_app(app)
     namespace.app = app
     if not logging.getLogger().handlers:  # leave an embedding program's logging alone
         cli.configure_logging(namespace.log_level)

@@ -3,30 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import http.client
-import os
-import struct
 
+import testkit
 import websockets
-from testkit import REPO, recv_exactly
-
-from reactor.ws.frames import serialize_masked_frame
+from testkit import REPO, frame, new_key, recv_exactly, upgrade_request
 
 
-def client_frame(opcode: int, payload: bytes) -> bytes:
-    return serialize_masked_frame(opcode, payload, os.urandom(4))
-
-
-KEY = base64.b64encode(os.urandom(16)).decode()
-
-
-def upgrade_head(path: str = "/") -> bytes:
-    return (
-        f"GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\n"
-        "Sec-WebSocket-Version: 13\r\n\r\n"
-    ).encode()
+def upgrade_head() -> bytes:
+    return upgrade_request(new_key(), host=b"localhost")
 
 
 def read_head(sock) -> bytes:
@@ -39,13 +24,8 @@ def read_head(sock) -> bytes:
 
 
 def read_server_frame(sock) -> tuple[int, bytes]:
-    first, second = recv_exactly(sock, 2)
-    length = second & 0x7F
-    if length == 126:
-        (length,) = struct.unpack(">H", recv_exactly(sock, 2))
-    elif length == 127:
-        (length,) = struct.unpack(">Q", recv_exactly(sock, 8))
-    return first, recv_exactly(sock, length)
+    fin, rsv, opcode, payload = testkit.read_server_frame(lambda n: recv_exactly(sock, n))
+    return (fin << 7) | (rsv << 4) | opcode, payload
 
 
 def test_page_and_websocket_share_the_port(server_factory):
@@ -71,7 +51,7 @@ def test_page_and_websocket_share_the_port(server_factory):
 def test_frames_in_the_same_read_as_the_upgrade_are_not_lost(server_factory):
     server = server_factory("--proto", "auto", "--quiet")
     with server.connect() as sock:
-        frames = client_frame(0x1, b"first") + client_frame(0x2, b"second")
+        frames = frame(0x1, b"first") + frame(0x2, b"second")
         sock.sendall(upgrade_head() + frames)  # one send: head and two frames
         assert read_head(sock).startswith(b"HTTP/1.1 101 ")
         assert read_server_frame(sock) == (0x81, b"first")
@@ -83,7 +63,7 @@ def test_keep_alive_request_then_upgrade_on_one_connection(server_factory):
     index = (REPO / "html" / "index.html").read_bytes()
     with server.connect() as sock:
         pipelined = b"GET /index.html HTTP/1.1\r\nHost: localhost\r\n\r\n" + upgrade_head()
-        sock.sendall(pipelined + client_frame(0x1, b"after a page"))
+        sock.sendall(pipelined + frame(0x1, b"after a page"))
         head = read_head(sock)
         assert head.startswith(b"HTTP/1.1 200 ")
         assert recv_exactly(sock, len(index)) == index

@@ -9,12 +9,14 @@ stopped verifying would fail here.
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import echo as echo_bench  # bench/echo.py (bench/ is on pytest's pythonpath)
 import pytest
 from testkit import run_bench
 from websockets.sync.server import ServerConnection, serve
@@ -85,7 +87,43 @@ def test_echo_benchmark_against_our_server(tools: None, tmp_path: Path) -> None:
     assert_clean(run, 100)
     assert run["server_exit_status"] == 0  # stopped gracefully by SIGTERM
     assert 0 < run["cpu_share"]["loadgen"] and 0 < run["cpu_share"]["server"]
-    assert record["summary"]["ours"]["errors"] == 0
+    assert run["server_cores"] == [0]  # pinned: the server may run on CPU 0 only
+    summary = record["summary"]["ours"]
+    assert summary["errors"] == 0 and summary["server_cpu_us_per_op"] > 0
+    assert (
+        f"| ours | {summary['ops_per_s']:,.0f} | {summary['server_cpu_us_per_op']:.2f} |"
+        in (record["table"])
+    )
+
+
+def test_a_saturated_load_generator_is_flagged() -> None:
+    assert echo_bench.loadgen_saturated("tcp-echo", {"loadgen_core": 0.95})
+    assert not echo_bench.loadgen_saturated("tcp-echo", {"loadgen_core": 0.85})
+    assert not echo_bench.loadgen_saturated("ws-rtt", {"loadgen_core": 1.0})  # it spins
+    assert echo_bench.bound_by("ws-handshake", 0.5, 0.93) == "loadgen"
+
+
+# ---- static files: nginx as one pinned process, open_file_cache off and on -----------------
+
+
+@pytest.mark.skipif(not (shutil.which("wrk") and shutil.which("nginx")), reason="needs wrk, nginx")
+def test_http_static_benchmark_pins_single_process_servers(tmp_path: Path) -> None:
+    stdout, record = run_bench(
+        REPO / "bench" / "http_static.py", "--servers", "reactor,nginx,nginx-ofc",
+        "--files", "1k.bin", "--duration", "1", "--repeat", "1", "--quiet-timeout", "0",
+        results_dir=tmp_path,
+    )  # fmt: skip
+    assert record["table"] in stdout
+    rows = record["summary"]["1k.bin"]
+    assert list(rows) == ["reactor", "nginx", "nginx-ofc"]
+    for name, row in rows.items():
+        assert row["errors"] == 0 and row["requests_per_s"] > 0, name
+        assert row["server_cores"] == [0] and row["server_processes"] == 1, name
+        assert row["server_cpu_us_per_request"] > 0 and 0 < row["wrk_cpu"] <= 1.05
+    for run in record["runs"]:
+        assert run["wrk_saturated"] == (run["cpu"]["wrk_core"] > 0.9)
+    assert record["ratios"]["1k_reactor_vs_nginx"] > 0
+    assert record["ratios"]["1k_reactor_vs_nginx_ofc"] > 0
 
 
 def test_c_reference_server_echoes_correctly(tools: None) -> None:

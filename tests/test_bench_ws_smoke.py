@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+import benchkit
 import pytest
 from testkit import run_bench
 from websockets.sync.client import connect
@@ -39,8 +40,7 @@ def load_bench_module(name: str, path: Path) -> ModuleType:
     return module
 
 
-# bench/ws.py and bench/unmask.py import bench/echo.py as `echo`, as when run as scripts.
-load_bench_module("echo", BENCH / "echo.py")
+# bench/ is on sys.path (pytest's `pythonpath`), as a script's own folder is when it runs.
 ws_bench = load_bench_module("bench_ws", BENCH / "ws.py")
 unmask_bench = load_bench_module("bench_unmask", BENCH / "unmask.py")
 
@@ -63,7 +63,7 @@ def assert_clean(result: dict) -> None:
 
 def start(name: str) -> tuple[object, int]:
     argv = ws_bench.server_commands(sys.executable, "127.0.0.1", "uvloop")[name]
-    server = ws_bench.tcp_bench.Server(name, argv, cpu=0)
+    server = benchkit.Server(name, argv, cpu=0)
     try:
         return server, server.wait_ready()
     except RuntimeError:
@@ -200,16 +200,22 @@ def test_ws_benchmark_end_to_end(tools: None, tmp_path: Path) -> None:
     ]
     for run in record["runs"]:
         assert run["errors_total"] == 0 and run["server_exit_status"] == 0
+    for run in (r for r in record["runs"] if r["scenario"] == "echo64"):
+        assert run["server_cores"] == [0]  # the server and all its threads pinned to CPU 0
+        assert run["loadgen_saturated"] == (run["cpu_share"]["loadgen_core"] > 0.9)
     for name in servers:
         echo64 = record["summary"]["echo64"][name]
         assert echo64["value"] == echo64["ops_per_s"] > 0
+        assert echo64["server_cpu_us_per_op"] > 0  # shown next to the rate
+        assert f"{echo64['server_cpu_us_per_op']:.2f} µs" in record["table"]
         idle = record["summary"]["idle"][name]
         assert idle["rss_loaded"] >= idle["rss_baseline"] > 0
         idle_run = next(
             r for r in record["runs"] if r["scenario"] == "idle" and r["server"] == name
         )
         assert idle_run["alive_at_sample"] == idle_run["opened"] == 300
-    assert "## Goals of issue 3 for ours" in stdout
+    goals = ws_bench.goal_lines(record["summary"])
+    assert goals and "\n".join(goals) in stdout  # the goal lines for ours are printed
     if "picows" in servers:
         assert "(1.00x)" in record["table"]  # the reference against itself
         assert "not measured" not in stdout  # every goal of these scenarios has a ratio
@@ -231,6 +237,11 @@ def test_ratio_table_and_goals() -> None:
     }
     table = ws_bench.summary_table(summaries, ["ours", "picows"])
     assert "| ours | 150 (1.50x) | 150 (1.50x) | 600 (0.02x) |" in table
+    summaries["handshake"]["ours"].update(
+        server_cpu_us_per_op=12.345, loadgen_saturated_runs=1, loadgen_core_busy=0.97
+    )
+    table = ws_bench.summary_table(summaries, ["ours", "picows"])
+    assert "| 150 (1.50x), 12.35 µs, loadgen core 97% |" in table
     goals = ws_bench.goal_lines(summaries)
     assert goals[0].endswith("1.50x -> met")  # echo64 >= 1.0x
     assert goals[1].endswith("1.50x -> NOT met")  # handshakes >= 2x
@@ -294,7 +305,7 @@ def test_unmask_benchmark_runs_and_verifies(tmp_path: Path) -> None:
         BENCH / "unmask.py", "--quick", "--repeat", "1", "--sizes", "125,5000", "--cpu", "-1",
         "--quiet-timeout", "0", results_dir=tmp_path,
     )  # fmt: skip
-    assert record["impl"] == "cffi"
+    assert record["impl"] == "c"
     names = {r["implementation"] for r in record["results"]}
     assert {"cffi window (hot path)", "cffi unmask()", "python fallback", "memory copy"} <= names
     assert all(r["correct"] and r["bytes_per_s"] > 0 for r in record["results"])

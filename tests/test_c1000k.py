@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib.util
 import json
 import os
 import signal
@@ -23,6 +22,11 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import benchkit
+import c1000k.plan
+import c1000k.preflight
+import c1000k.procfs
+import c1000k.report
 import pytest
 from websockets.sync.server import ServerConnection, serve
 
@@ -30,17 +34,6 @@ REPO = Path(__file__).resolve().parents[1]
 CLIENT = REPO / "bench" / "c" / "c1000k_client"
 DRIVER = REPO / "bench" / "c1000k.py"
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
-
-
-def load_driver():
-    spec = importlib.util.spec_from_file_location("c1000k", DRIVER)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["c1000k"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-c1000k = load_driver()
 
 
 @pytest.fixture(scope="module")
@@ -62,14 +55,8 @@ def report_of(lines: list[dict]) -> dict:
     return report
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def pids_gone(pids: list[int]) -> bool:
-    return all(not c1000k.alive(pid) for pid in pids)
+    return all(not benchkit.alive(pid) for pid in pids)
 
 
 # ---- the 10k stage through bench/c1000k.py --------------------------------------------------
@@ -170,7 +157,7 @@ def test_interrupted_run_tears_down(client_built: None, tmp_path: Path) -> None:
 def test_target_mode_loads_a_running_server_and_leaves_it_running(
     client_built: None, tmp_path: Path
 ) -> None:
-    base = c1000k.pick_base_port(2, "127.0.0.1")
+    base = c1000k.plan.pick_base_port(2, "127.0.0.1")
     server = subprocess.Popen(
         [sys.executable, "-m", "reactor", "--proto", "ws", "--host", "127.0.0.1",
          "--port", str(base), "--workers", "2", "--port-per-worker", "--ping-interval", "0",
@@ -178,7 +165,9 @@ def test_target_mode_loads_a_running_server_and_leaves_it_running(
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 30
-        while not {base, base + 1} <= c1000k.listening_ports() and time.monotonic() < deadline:
+        while (
+            not {base, base + 1} <= c1000k.procfs.listening_ports() and time.monotonic() < deadline
+        ):
             time.sleep(0.1)
         target = ["--target", f"127.0.0.1:{base}", "--workers", "2", "--connections", "3000"]
         done = subprocess.run(driver(tmp_path, *target, "--settle", "0.5"), timeout=120)
@@ -266,7 +255,7 @@ def test_client_counts_servers_that_drop_held_connections(client_built, websocke
 
 
 def test_client_counts_refused_connects(client_built) -> None:
-    code, lines = run_client(free_port(), "-c", "100", "--auto", "-S", "127.1.201.1-4")
+    code, lines = run_client(benchkit.free_port(), "-c", "100", "--auto", "-S", "127.1.201.1-4")
     report = report_of(lines)
     assert code == 1 and report["established"] == 0
     assert report["failures"]["ramp"] == {"refused": 100}
@@ -405,24 +394,24 @@ def facts(**overrides) -> object:
         server_bytes_source="test",
     )  # fmt: skip
     values.update(overrides)
-    return c1000k.Facts(**values)
+    return c1000k.preflight.Facts(**values)
 
 
 def plan(connections: int, **overrides) -> object:
-    workers = c1000k.workers_needed(connections, c1000k.per_process_max(20_000))
+    workers = c1000k.plan.workers_needed(connections, c1000k.plan.per_process_max(20_000))
     values = dict(connections=connections, workers=workers, per_process_max=19_600, base_port=61000)
     values.update(overrides)
-    return c1000k.Plan(**values)
+    return c1000k.plan.Plan(**values)
 
 
 def judged(p, f) -> dict[str, object]:
-    return {check.name: check for check in c1000k.preflight(p, f, 2 << 30)}
+    return {check.name: check for check in c1000k.preflight.preflight(p, f, 2 << 30)}
 
 
 def test_preflight_passes_a_million_on_the_reference_machine() -> None:
     p = plan(1_000_000)
     assert p.workers == 52 and max(p.per_client()) <= 19_600 and sum(p.per_client()) == 1_000_000
-    assert c1000k.refusals(c1000k.preflight(p, facts(), 2 << 30)) == []
+    assert c1000k.preflight.refusals(c1000k.preflight.preflight(p, facts(), 2 << 30)) == []
     assert p.sources_of(51) == "127.1.51.1-4" and p.sources_of(300) == "127.2.44.1-4"
 
 
@@ -445,7 +434,7 @@ def test_preflight_gives_the_command_for_each_failing_setting() -> None:
     assert checks["tcp_max_syn_backlog"].fix == "sysctl -w net.ipv4.tcp_max_syn_backlog=4096"
     assert "nf_conntrack_max=175536" in checks["nf_conntrack_max"].fix
     assert 'ip_local_port_range="1024 65000"' in checks["ip_local_port_range"].fix
-    text = c1000k.format_checks(list(checks.values()))
+    text = c1000k.preflight.format_checks(list(checks.values()))
     assert text.count("FAIL") == 5 and "fix somaxconn: sysctl -w" in text
 
 
@@ -463,13 +452,13 @@ def test_server_ports_must_stay_out_of_the_ephemeral_range() -> None:
 
 def test_merged_histograms_give_quantiles_over_all_clients() -> None:
     reports = [{"h": [[100, 98], [5000, 1]]}, {"h": [[100, 1], [9000, 1]]}, {}]
-    merged = c1000k.merge_hist(reports, "h")
+    merged = c1000k.report.merge_hist(reports, "h")
     assert merged == [(100, 99), (5000, 1), (9000, 1)]
-    assert c1000k.quantile(merged, 0.5) == 100
+    assert c1000k.report.quantile(merged, 0.5) == 100
     assert (
-        c1000k.quantile(merged, 0.98) == 100 and c1000k.quantile(merged, 0.99) == 5000
+        c1000k.report.quantile(merged, 0.98) == 100 and c1000k.report.quantile(merged, 0.99) == 5000
     )  # rank 100
-    assert c1000k.quantile(merged, 1.0) == 9000 and c1000k.quantile([], 0.5) is None
+    assert c1000k.report.quantile(merged, 1.0) == 9000 and c1000k.report.quantile([], 0.5) is None
 
 
 def test_ramp_slope_is_the_marginal_cost() -> None:
@@ -477,6 +466,6 @@ def test_ramp_slope_is_the_marginal_cost() -> None:
         {"stage": "ramp", "open": n, "server_rss": 50_000_000 + 300 * n}
         for n in (0, 10, 20, 30, 40)
     ] + [{"stage": "hold", "open": 40, "server_rss": 99_999_999}]
-    assert c1000k.ramp_slope(samples, "server_rss") == 300.0
-    assert c1000k.ramp_slope(samples[:3], "server_rss") is None  # too few points
+    assert c1000k.report.ramp_slope(samples, "server_rss") == 300.0
+    assert c1000k.report.ramp_slope(samples[:3], "server_rss") is None  # too few points
     assert os.path.exists(DRIVER)

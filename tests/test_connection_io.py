@@ -109,9 +109,10 @@ def test_output_to_a_vanished_peer_closes_that_connection_later(reactor, call):
 
 
 @pytest.mark.parametrize("built", [True, False], ids=["c-helper", "no-helper"])
-def test_write_more_lets_the_next_write_share_its_segment(reactor, monkeypatch, built):
+def test_write_more_lets_the_next_write_share_its_segment(reactor, request, built):
     if not built:
-        monkeypatch.setattr(loop_module, "_send_more", None)
+        loop_module.use("python")
+        request.addfinalizer(lambda: loop_module.use("c"))
     conn, peer = tcp_pair(reactor, Closes())
     before = segments_in(peer)
     conn.write_more(b"HTTP/1.1 200 OK\r\n\r\n")

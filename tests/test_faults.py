@@ -23,7 +23,6 @@ mutations of hostile HTTP requests for N seconds (default 0: one fixed batch).
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import json
@@ -44,11 +43,23 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from testkit import REPO, children, cpu_seconds, fd_count, recv_exactly, rss_bytes, wait_until
+from testkit import (
+    REPO,
+    accept_for,
+    children,
+    cpu_seconds,
+    fd_count,
+    frame,
+    new_key,
+    read_server_frame,
+    recv_exactly,
+    rss_bytes,
+    upgrade_request,
+    wait_until,
+)
 
 from reactor.handlers import NotBuiltError, load
 
-GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
 MIB = 1 << 20
 BIG_SIZE = 100 * MIB  # "a peer that stops reading while the server sends 100 MiB"
 MEDIUM_SIZE = 200 * 1024  # past the static handler's 32 KiB small-file cache: sendfile
@@ -146,54 +157,27 @@ def site(tmp_path_factory) -> Site:
 
 def ws_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
     """A masked client frame (RFC 6455 §5.2)."""
-    b0 = opcode | (0x80 if fin else 0)
-    n = len(payload)
-    if n < 126:
-        head = bytes((b0, 0x80 | n))
-    elif n < 65536:
-        head = struct.pack("!BBH", b0, 0xFE, n)
-    else:
-        head = struct.pack("!BBQ", b0, 0xFF, n)
-    key = os.urandom(4)
-    mask = (key * (n // 4 + 1))[:n]
-    masked = (int.from_bytes(payload, "big") ^ int.from_bytes(mask, "big")).to_bytes(n, "big")
-    return head + key + masked
-
-
-def upgrade_request(port: int) -> tuple[bytes, bytes]:
-    key = base64.b64encode(os.urandom(16))
-    request = (
-        b"GET / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
-        b"Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    ) % (port, key)
-    accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
-    return request, accept
+    return frame(opcode, payload, fin=fin)
 
 
 def ws_open(port: int, timeout: float = 10) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    request, accept = upgrade_request(port)
-    sock.sendall(request)
+    key = new_key()
+    sock.sendall(upgrade_request(key, host=b"127.0.0.1:%d" % port))
     head = b""
     while b"\r\n\r\n" not in head:
         chunk = sock.recv(1)  # byte by byte: nothing after the head may be consumed
         if not chunk:
             raise ConnectionError(f"EOF during the handshake: {head!r}")
         head += chunk
-    assert head.startswith(b"HTTP/1.1 101 ") and b"Sec-WebSocket-Accept: " + accept in head
+    assert head.startswith(b"HTTP/1.1 101 ") and b"Sec-WebSocket-Accept: " + accept_for(key) in head
     return sock
 
 
 def ws_read(sock: socket.socket) -> tuple[int, bool, bytes]:
     """One server frame: (opcode, fin, payload); server frames are never masked."""
-    b0, b1 = recv_exactly(sock, 2)
-    assert not b1 & 0x80, "the server masked a frame"
-    n = b1 & 0x7F
-    if n == 126:
-        n = struct.unpack("!H", recv_exactly(sock, 2))[0]
-    elif n == 127:
-        n = struct.unpack("!Q", recv_exactly(sock, 8))[0]
-    return b0 & 0x0F, bool(b0 & 0x80), recv_exactly(sock, n) if n else b""
+    fin, _, opcode, payload = read_server_frame(lambda n: recv_exactly(sock, n))
+    return opcode, fin, payload
 
 
 def ws_read_message(sock: socket.socket) -> tuple[int, bytes]:
@@ -597,7 +581,7 @@ def victim_main(kind: str, port: int) -> None:
     else:
         sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     if kind == "ws-mid-handshake":
-        request, _ = upgrade_request(port)
+        request = upgrade_request(new_key())
         sock.sendall(request[: len(request) // 2])
     elif kind == "http-mid-head":
         sock.sendall(b"GET /small.txt HTTP/1.1\r\nHost: t\r\nX-Lon")
@@ -742,8 +726,7 @@ def test_half_closed_connections_get_their_answers_then_close(stack, bystanders,
     sock.close()
     # half a handshake, then FIN: nothing can complete; closed without an answer
     sock = stack.ws.connect()
-    request, _ = upgrade_request(stack.ws.port)
-    sock.sendall(request[:30])
+    sock.sendall(upgrade_request(new_key())[:30])
     sock.shutdown(socket.SHUT_WR)
     assert read_until_eof(sock) == b""
     sock.close()

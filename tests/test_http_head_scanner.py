@@ -14,20 +14,19 @@ from reactor.http.request import MAX_FIELDS, MAX_FIELDS_SIZE, MAX_TARGET
 
 
 def test_the_compiled_head_scanner_is_built():
-    assert request_module.HEAD_SCANNER == "cffi"
+    assert request_module.HEAD_SCANNER == "c"
 
 
-def parse_with(data: bytes, scanner) -> tuple:
-    """parse() of a whole input with the scanner on (its compiled function) or off (None)."""
-    saved = request_module._scan_head
-    request_module._scan_head = scanner
+def parse_with(data: bytes, scanner: str) -> tuple:
+    """parse() of a whole input with the C scanner in front ("c") or without it ("python")."""
+    request_module.use(scanner)
     try:
         return feed_whole(data)
     finally:
-        request_module._scan_head = saved
+        request_module.use("c")
 
 
-COMPILED_SCANNER = getattr(request_module._lib, "http_scan_head", None)
+COMPILED_SCANNER, NO_SCANNER = "c", "python"
 COMMON_HEADS = [
     WRK,
     BROWSER,
@@ -67,13 +66,13 @@ DECLINED_HEADS = [
 def test_head_scanner_reads_common_heads_as_the_regex_path_does(data):
     scanned = request_module._scanned_request(data)
     assert scanned is not None, "the common case must not fall back to the regex path"
-    assert summary(scanned, len(data)) == parse_with(data, None)
+    assert summary(scanned, len(data)) == parse_with(data, NO_SCANNER)
 
 
 @pytest.mark.parametrize("data", DECLINED_HEADS, ids=range(len(DECLINED_HEADS)))
 def test_head_scanner_leaves_everything_else_to_python(data):
     assert request_module._scanned_request(data) is None
-    assert parse_with(data, COMPILED_SCANNER) == parse_with(data, None)
+    assert parse_with(data, COMPILED_SCANNER) == parse_with(data, NO_SCANNER)
 
 
 edits = st.lists(
@@ -92,4 +91,4 @@ def test_head_scanner_agrees_with_the_regex_path_on_mutated_heads(base, changes)
         at %= len(data) + 1
         data[at : at if insert else at + len(new)] = new
     data = bytes(data)
-    assert parse_with(data, COMPILED_SCANNER) == parse_with(data, None)
+    assert parse_with(data, COMPILED_SCANNER) == parse_with(data, NO_SCANNER)

@@ -17,17 +17,16 @@ from reactor.http.request import (
     HttpError,
     Request,
     RequestParser,
-    parse_request,
 )
 
 
-@pytest.fixture(params=["cffi", "python"], autouse=True)
-def head_scanner(request, monkeypatch):
+@pytest.fixture(params=["c", "python"], autouse=True)
+def head_scanner(request):
     """Every test runs with the C head scanner (http/csrc/head.c) in front of
     the regex fast path, and without it (the path of a missing build)."""
-    if request.param == "python":
-        monkeypatch.setattr(request_module, "_scan_head", None)
-    return request.param
+    request_module.use(request.param)
+    yield request.param
+    request_module.use("c")
 
 
 # --- feeding helpers: each returns ("ok", request fields, consumed) or ("error", status) ---
@@ -322,7 +321,7 @@ def test_errors_have_the_same_status_however_fed(data, status):
 
 def test_405_carries_allow():
     with pytest.raises(HttpError) as caught:
-        parse_request(b"DELETE / HTTP/1.1\r\nHost: a\r\n\r\n")
+        RequestParser().parse(b"DELETE / HTTP/1.1\r\nHost: a\r\n\r\n")
     assert caught.value.headers == (("Allow", "GET, HEAD"),)
     assert "DELETE" in caught.value.reason
 
@@ -340,7 +339,7 @@ def test_405_carries_allow():
 )
 def test_error_reasons_say_what_is_wrong(data, reason):
     with pytest.raises(HttpError) as caught:
-        parse_request(data)
+        RequestParser().parse(data)
     assert reason in caught.value.reason
 
 
@@ -447,7 +446,7 @@ def test_blank_runs_in_values_stay_linear():
 
 
 def parsed(*lines: str) -> Request:
-    return parse_request(head(*lines))[0]
+    return RequestParser().parse(head(*lines))[0]
 
 
 def test_get_is_case_insensitive_and_joins_repeats():

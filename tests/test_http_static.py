@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reactor.http import static
-from reactor.http.request import HttpError, Request, parse_request
+from reactor.http.request import HttpError, Request, RequestParser
 from reactor.http.static import (
     UNSATISFIABLE,
     Redirect,
@@ -25,7 +25,6 @@ from reactor.http.static import (
     parse_http_date,
     parse_range,
     plan,
-    redirect_response,
     resolve,
 )
 
@@ -349,7 +348,7 @@ def data_file(tmp_path_factory) -> tuple[str, os.stat_result]:
 
 def make_request(*headers: str, method: str = "GET", version: str = "1.1") -> Request:
     lines = [f"{method} /data.bin HTTP/{version}", "Host: h", *headers]
-    return parse_request(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))[0]
+    return RequestParser().parse(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))[0]
 
 
 class FakeSocket:
@@ -671,12 +670,14 @@ def test_error_response_uses_a_real_clock_by_default():
     assert parse_http_date(date, now=0) > 1_600_000_000
 
 
-def test_redirect_response():
-    data = redirect_response("/sub/?q=1", keep_alive=True, now=RFC_EXAMPLE)
-    response = read_response(data)
-    assert response.status == 301 and response.getheader("Location") == "/sub/?q=1"
-    assert response.getheader("Connection") == "keep-alive"
-    assert len(response.read()) == int(response.getheader("Content-Length"))
+@pytest.mark.parametrize("keep_alive", [True, False])
+def test_an_answer_that_names_upgrade_lists_it_in_connection(keep_alive):
+    """RFC 9110 §7.8: a sender of Upgrade lists "upgrade" in Connection (a 426)."""
+    extra = (("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13"))
+    response = read_response(error_response(426, "x", keep_alive=keep_alive, extra_headers=extra))
+    persistence = "keep-alive" if keep_alive else "close"
+    assert response.getheader("Connection") == f"upgrade, {persistence}"
+    assert response.getheader("Upgrade") == "websocket"
 
 
 def test_http_errors_render_through_error_response(root):

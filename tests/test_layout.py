@@ -59,22 +59,37 @@ def test_reactor_core_imports_no_protocol(path):
     assert not forbidden(names, ("reactor.ws", "reactor.http", "reactor.handlers"))
 
 
+# The HTTP field grammar both protocol layers read (one owner for it); a leaf.
+SHARED_GRAMMAR = "reactor.rfc9110"
+
+
+def outside(names: set[str], own: str) -> set[str]:
+    """What of the reactor package ``names`` reaches beyond ``own`` and the grammar leaf."""
+    return {
+        n
+        for n in forbidden(names, ("reactor",))
+        if not n.startswith(own)
+        and n != SHARED_GRAMMAR
+        and not n.startswith(SHARED_GRAMMAR + ".")
+        and n != "reactor"  # "from .. import rfc9110" names the package itself
+    }
+
+
 @pytest.mark.parametrize("path", python_files(REPO / "ws"), ids=lambda p: p.name)
 def test_ws_imports_neither_http_nor_the_reactor(path):
     names = imported_modules(path, "reactor.ws")
-    bad = forbidden(names, ("reactor.http", "http")) | {
-        n for n in forbidden(names, ("reactor",)) if not n.startswith("reactor.ws")
-    }
-    assert not bad
+    assert not forbidden(names, ("reactor.http", "http")) | outside(names, "reactor.ws")
 
 
 @pytest.mark.parametrize("path", python_files(REPO / "http"), ids=lambda p: p.name)
 def test_http_imports_neither_ws_nor_the_reactor(path):
     names = imported_modules(path, "reactor.http")
-    bad = forbidden(names, ("reactor.ws",)) | {
-        n for n in forbidden(names, ("reactor",)) if not n.startswith("reactor.http")
-    }
-    assert not bad
+    assert not forbidden(names, ("reactor.ws",)) | outside(names, "reactor.http")
+
+
+def test_the_shared_grammar_is_a_leaf():
+    names = imported_modules(CORE / "rfc9110.py", "reactor")
+    assert not forbidden(names, ("reactor",)), "rfc9110 may import the standard library only"
 
 
 def test_layer_check_catches_a_forbidden_edge(tmp_path):
@@ -129,6 +144,10 @@ CONNECTION_SYSCALLS = {
     "os.recv",
 }
 FD_OWNER = CORE / "loop.py"
+# Modules that read or write fds of their own which are no connection, and why.
+OTHER_FD_OWNERS = {
+    CORE / "workers.py": "the supervisor's start-up pipes from its workers",
+}
 
 
 def connection_syscalls(path: Path) -> list[str]:
@@ -147,7 +166,8 @@ def connection_syscalls(path: Path) -> list[str]:
 
 def modules_outside_the_fd_owner() -> list[Path]:
     files = python_files(CORE) + python_files(REPO / "ws") + python_files(REPO / "http")
-    return [p for p in dict.fromkeys(p.resolve() for p in files) if p != FD_OWNER.resolve()]
+    owners = {FD_OWNER.resolve(), *(p.resolve() for p in OTHER_FD_OWNERS)}
+    return [p for p in dict.fromkeys(p.resolve() for p in files) if p not in owners]
 
 
 @pytest.mark.parametrize(

@@ -219,9 +219,10 @@ def read_to_eof(reactor: Reactor, peer: socket.socket) -> bytes:
 
 
 @pytest.mark.parametrize("built", [True, False], ids=["c-helper", "no-helper"])
-def test_write_and_close_sends_the_bytes_then_closes(reactor, monkeypatch, built):
+def test_write_and_close_sends_the_bytes_then_closes(reactor, request, built):
     if not built:
-        monkeypatch.setattr(loop_module, "_send_more", None)
+        loop_module.use("python")
+        request.addfinalizer(lambda: loop_module.use("c"))
     recorder = Recorder()
     conn, peer = tcp_pair(reactor, recorder)
     conn.write_and_close(b"last words")
@@ -230,19 +231,20 @@ def test_write_and_close_sends_the_bytes_then_closes(reactor, monkeypatch, built
     peer.close()
 
 
-def test_write_and_close_puts_the_fin_in_the_last_segment(reactor, monkeypatch):
-    assert loop_module._send_more is not None, "reactor._io is not built"
+def test_write_and_close_puts_the_fin_in_the_last_segment(reactor):
+    assert loop_module.IO_HELPER == "c", "reactor._io is not built"
     segments = {}
     for built in (True, False):
-        with monkeypatch.context() as patch:
-            if not built:
-                patch.setattr(loop_module, "_send_more", None)
+        loop_module.use("c" if built else "python")
+        try:
             conn, peer = tcp_pair(reactor, Recorder())
             before = segments_in(peer)
             conn.write_and_close(b"x" * 100)
             assert read_to_eof(reactor, peer) == b"x" * 100
             segments[built] = segments_in(peer) - before
             peer.close()
+        finally:
+            loop_module.use("c")
     assert segments == {True: 1, False: 2}  # data + FIN together, or data then FIN
 
 
@@ -639,3 +641,130 @@ def test_tuned_malloc_reuses_the_heap_for_large_messages():
     default, tuned = faults("default"), faults("tuned")
     assert tuned < 100, f"{tuned} page faults for 2000 reused 64 KiB blocks"
     assert default > 10 * tuned  # the churn the tuning removes (glibc's default trims)
+
+
+class FaultyHandler(Handler):
+    """Echoes; raises in one chosen callback, for the first connection only."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.victim: Connection | None = None
+        self.picked = False
+        self.closed_fds: list[int] = []
+
+    def _fail_if_victim(self, conn, callback: str) -> None:
+        if callback == self.where and conn is self.victim:
+            raise RuntimeError(f"bug in {callback}")
+
+    def on_open(self, conn, peer):
+        if not self.picked:
+            self.victim, self.picked = conn, True
+        self._fail_if_victim(conn, "on_open")
+
+    def on_data(self, conn, data):
+        if bytes(data) == b"want-writable":
+            conn.want_writable()
+            return
+        self._fail_if_victim(conn, "on_data")
+        conn.write(data)
+
+    def on_eof(self, conn):
+        self._fail_if_victim(conn, "on_eof")
+        conn.close()
+
+    def on_writable(self, conn):
+        self._fail_if_victim(conn, "on_writable")
+
+    def on_shutdown(self, conn):
+        self._fail_if_victim(conn, "on_shutdown")
+        conn.write(b"bye")
+        conn.close_after_flush()
+
+    def on_close(self, conn, error):
+        self.closed_fds.append(conn.fd)
+        if conn is self.victim:
+            self.victim = None  # the slot may be reused by a later connection
+            if self.where == "on_close":
+                raise RuntimeError("bug in on_close")
+
+
+def echoes(reactor: Reactor, sock: socket.socket, message: bytes) -> bool:
+    sock.sendall(message)
+    got = bytearray()
+
+    def arrived() -> bool:
+        try:
+            got.extend(sock.recv(100))
+        except BlockingIOError:
+            pass
+        return bytes(got) == message
+
+    pump(reactor, arrived)
+    return True
+
+
+def sees_eof(reactor: Reactor, sock: socket.socket) -> bool:
+    def closed() -> bool:
+        try:
+            return sock.recv(100) == b""
+        except BlockingIOError:
+            return False
+        except ConnectionResetError:
+            return True
+
+    pump(reactor, closed)
+    return True
+
+
+@pytest.mark.parametrize(
+    "where", ["on_open", "on_data", "on_eof", "on_writable", "on_shutdown", "on_close"]
+)
+def test_an_exception_in_any_callback_costs_only_that_connection(reactor, caplog, where):
+    caplog.set_level(logging.ERROR, logger="reactor")
+    handler = FaultyHandler(where)
+    address = reactor.listen("127.0.0.1", 0, handler).getsockname()
+
+    def client() -> socket.socket:
+        sock = socket.create_connection(address)
+        sock.setblocking(False)
+        count = reactor.connection_count
+        pump(reactor, lambda: reactor.connection_count > count or handler.closed_fds)
+        return sock
+
+    victim = client()
+    bystander = client()
+    if where == "on_data":
+        victim.sendall(b"boom")
+    elif where == "on_eof":
+        victim.shutdown(socket.SHUT_WR)
+    elif where == "on_writable":
+        victim.sendall(b"want-writable")
+    elif where == "on_close":
+        victim.close()
+    if where == "on_shutdown":
+        reactor.shutdown(5.0)
+        assert sees_eof(reactor, victim)
+        got = bytearray()
+        pump(reactor, lambda: got.extend(_recv_some(bystander)) or got.endswith(b"bye"))
+        pump(reactor, lambda: reactor.connection_count == 0)
+    else:
+        if where != "on_close":
+            assert sees_eof(reactor, victim)
+        pump(reactor, lambda: reactor.connection_count == 1)
+        assert echoes(reactor, bystander, b"still served")
+        newcomer = client()  # the loop still accepts
+        assert echoes(reactor, newcomer, b"hello")
+        assert reactor.connection_count == 2
+        newcomer.close()
+    failures = [r for r in caplog.records if r.exc_info]
+    assert len(failures) == 1, [r.getMessage() for r in caplog.records]
+    assert f"bug in {where}" in str(failures[0].exc_info[1])
+    victim.close()
+    bystander.close()
+
+
+def _recv_some(sock: socket.socket) -> bytes:
+    try:
+        return sock.recv(100)
+    except BlockingIOError:
+        return b""

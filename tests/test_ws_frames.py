@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reactor.ws import frames as fr
+from reactor.ws import native
 from reactor.ws import unmask as um
 
 KEY = bytes.fromhex("37fa213d")
@@ -37,8 +38,7 @@ def raw_frame(b0, length, payload=b"", *, mask=True, form=None, key=KEY):
 
 
 def scan_c(data, start=0, end=None, max_size=BIG):
-    um.select_impl("cffi")
-    fr.select_impl("cffi")
+    native.use("c")
     buf = bytearray(data)
     window = um.Window(buf, cached=False)
     end = len(buf) if end is None else end

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
 import http.client
 import os
 import signal
@@ -20,52 +19,23 @@ import threading
 import time
 
 import pytest
-from testkit import ServerProcess, recv_until_eof, rss_bytes, segments_in, wait_until
+from testkit import (
+    ServerProcess,
+    accept_for,
+    close_frame,
+    frame,
+    new_key,
+    read_server_frame,
+    recv_until_eof,
+    rss_bytes,
+    segments_in,
+    upgrade_request,
+    wait_until,
+)
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
 ZERO_KEY = b"\0\0\0\0"  # a valid masking key that leaves bulk payloads as they are
-
-
-# ---- an independent client-side frame codec -------------------------------------------
-
-
-def mask(payload: bytes, key: bytes) -> bytes:
-    stream = (key * (len(payload) // 4 + 1))[: len(payload)]
-    return (int.from_bytes(payload, "big") ^ int.from_bytes(stream, "big")).to_bytes(
-        len(payload), "big"
-    )
-
-
-def frame(
-    opcode: int,
-    payload: bytes = b"",
-    *,
-    fin: bool = True,
-    rsv: int = 0,
-    masked: bool = True,
-    key: bytes | None = None,
-    length: int | None = None,
-) -> bytes:
-    """A client frame (RFC 6455 §5.2); ``length`` overrides the declared length."""
-    n = len(payload) if length is None else length
-    b0 = (0x80 if fin else 0) | rsv << 4 | opcode
-    m = 0x80 if masked else 0
-    if n < 126:
-        head = struct.pack("!BB", b0, m | n)
-    elif n < 1 << 16:
-        head = struct.pack("!BBH", b0, m | 126, n)
-    else:
-        head = struct.pack("!BBQ", b0, m | 127, n)
-    if not masked:
-        return head + payload
-    key = os.urandom(4) if key is None else key
-    return head + key + mask(payload, key)
-
-
-def close_frame(code: int | None, reason: bytes = b"") -> bytes:
-    return frame(0x8, b"" if code is None else struct.pack("!H", code) + reason)
 
 
 class Raw:
@@ -78,21 +48,16 @@ class Raw:
         self.sock.settimeout(10)
         self.sock.connect(("127.0.0.1", port))
         self.buf = b""
-        self.key = base64.b64encode(os.urandom(16))
+        self.key = new_key()
 
     def request(self, *, path: bytes = b"/", extra: bytes = b"", version: bytes = b"13") -> bytes:
-        return (
-            b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Key: " + self.key + b"\r\n"
-            b"Sec-WebSocket-Version: " + version + b"\r\n" + extra + b"\r\n"
-        )
+        return upgrade_request(self.key, path=path, extra=extra, version=version)
 
     def handshake(self, *, after: bytes = b"") -> None:
         self.sock.sendall(self.request() + after)
         status, headers = self.head()
         assert status == 101, (status, headers)
-        expected = base64.b64encode(hashlib.sha1(self.key + GUID).digest()).decode()
-        assert headers["sec-websocket-accept"] == expected
+        assert headers["sec-websocket-accept"] == accept_for(self.key).decode()
 
     def _fill(self, need: int) -> None:
         while len(self.buf) < need:
@@ -124,15 +89,9 @@ class Raw:
         return self._take(int(headers.get("content-length", 0)))
 
     def recv_frame(self) -> tuple[bool, int, bytes]:
-        b0, b1 = self._take(2)
-        assert not b1 & 0x80, "server frames are never masked (§5.1)"
-        assert not b0 & 0x70, "no RSV bits without an extension"
-        n = b1 & 0x7F
-        if n == 126:
-            (n,) = struct.unpack("!H", self._take(2))
-        elif n == 127:
-            (n,) = struct.unpack("!Q", self._take(8))
-        return bool(b0 & 0x80), b0 & 0x0F, self._take(n)
+        fin, rsv, opcode, payload = read_server_frame(self._take)
+        assert not rsv, "no RSV bits without an extension"
+        return fin, opcode, payload
 
     def recv_close(self) -> tuple[int | None, bytes]:
         fin, opcode, payload = self.recv_frame()
@@ -625,8 +584,8 @@ def test_idle_websocket_costs_at_most_512_bytes(server_factory):
 
 
 def test_server_runs_the_compiled_unmask(server):
-    line = server.wait_for_log(r"websocket: .*unmask=")[0]
-    assert "unmask=cffi" in line
+    line = server.wait_for_log(r"implementations: ")[0]
+    assert "websocket=c http-head=c socket-io=c" in line
     assert "not built" not in server.log_text()
 
 
@@ -635,13 +594,13 @@ def test_fallback_unmask_is_warned_about_at_start(caplog):
 
     from reactor.handlers import ws as ws_handler
     from reactor.loop import Reactor
-    from reactor.ws import frames
+    from reactor.ws import native
 
     parser = argparse.ArgumentParser()
     ws_handler.add_arguments(parser)
     options = parser.parse_args([])
-    for impl, warned in (("python", True), ("cffi", False)):
-        frames.select_impl(impl)
+    for impl, warned in (("python", True), ("c", False)):
+        native.use(impl)
         reactor = Reactor()
         try:
             caplog.clear()
@@ -649,11 +608,11 @@ def test_fallback_unmask_is_warned_about_at_start(caplog):
                 ws_handler.make_handler(options, reactor)
             assert any("pure Python" in r.message for r in caplog.records) is warned
         finally:
-            frames.select_impl("cffi")
+            native.use("c")
             reactor.dispose()
 
 
-def test_missing_head_scanner_is_warned_about_at_start(caplog, monkeypatch):
+def test_missing_head_scanner_is_warned_about_at_start(caplog):
     import argparse
 
     from reactor.handlers import static as static_handler
@@ -666,17 +625,20 @@ def test_missing_head_scanner_is_warned_about_at_start(caplog, monkeypatch):
     static_handler.add_arguments(parser)
     options = parser.parse_args([])
     options.root = "."  # a CLI-wide option
-    for impl, warned in (("python", True), ("cffi", False)):
-        monkeypatch.setattr(request_module, "HEAD_SCANNER", impl)
-        for handler in (ws_handler, static_handler):
-            reactor = Reactor()
-            try:
-                caplog.clear()
-                with caplog.at_level("WARNING"):
-                    handler.make_handler(options, reactor)
-                assert any("http._speedups" in r.message for r in caplog.records) is warned
-            finally:
-                reactor.dispose()
+    try:
+        for impl, warned in (("python", True), ("c", False)):
+            request_module.use(impl)
+            for handler in (ws_handler, static_handler):
+                reactor = Reactor()
+                try:
+                    caplog.clear()
+                    with caplog.at_level("WARNING"):
+                        handler.make_handler(options, reactor)
+                    assert any("http._speedups" in r.message for r in caplog.records) is warned
+                finally:
+                    reactor.dispose()
+    finally:
+        request_module.use("c")
 
 
 def test_many_clients_at_once_each_get_their_own_echo(server):

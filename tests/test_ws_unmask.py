@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reactor.ws import native
 from reactor.ws import unmask as um
 
 RFC_MASKED_HELLO = bytes.fromhex("818537fa213d7f9f4d5158")  # RFC 6455 §5.7
@@ -18,22 +19,22 @@ def reference(data: bytes, key: bytes, phase: int) -> bytes:
     return bytes(b ^ key[(phase + i) % 4] for i, b in enumerate(data))
 
 
-def unmask_cffi(buf, key, phase=0):
-    um.select_impl("cffi")
+def unmask_c(buf, key, phase=0):
+    native.use("c")
     return um.unmask(buf, key, phase)
 
 
 def unmask_python_selected(buf, key, phase=0):
     """The public entry point with the fallback selected (a missing build)."""
-    um.select_impl("python")
+    native.use("python")
     try:
         return um.unmask(buf, key, phase)
     finally:
-        um.select_impl("cffi")
+        native.use("c")
 
 
 IMPLS = {
-    "cffi": unmask_cffi,
+    "c": unmask_c,
     "python": um.unmask_python,
     "python-selected": unmask_python_selected,
 }
@@ -45,7 +46,7 @@ def impl(request):
 
 
 def test_test_environment_runs_the_compiled_routine():
-    assert um.IMPL == "cffi"
+    assert native.active == "c"
     from reactor.ws import _speedups  # noqa: F401  (the build exists)
 
 
@@ -128,7 +129,7 @@ def test_split_payload_keeps_the_key_rotation(data, key, phase, cuts):
     """A payload unmasked piece by piece, chaining the returned phase, equals
     the payload unmasked at once: for both implementations."""
     bounds = sorted({0, len(data), *(c for c in cuts if c <= len(data))})
-    for name in ("cffi", "python"):
+    for name in ("c", "python"):
         buf = bytearray(data)
         p = phase
         for lo, hi in pairwise(bounds):
@@ -143,8 +144,8 @@ def test_window_range_unmask(data, key, start):
     """The hot path's (pointer, start, end) entry point, both ways."""
     start = min(start, len(data))
     expected = data[:start] + reference(data[start:], key.to_bytes(4, "big"), 2)
-    for name in ("cffi", "python"):
-        um.select_impl(name)
+    for name in ("c", "python"):
+        native.use(name)
         try:
             buf = bytearray(data)
             window = um.Window(buf, cached=False)
@@ -152,7 +153,7 @@ def test_window_range_unmask(data, key, start):
             window.release()
             assert bytes(buf) == expected
         finally:
-            um.select_impl("cffi")
+            native.use("c")
 
 
 def test_window_cache_reuses_the_pointer_for_the_same_bytearray():

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import json
 import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -148,3 +152,84 @@ def wait_until(predicate, timeout: float = 10, interval: float = 0.02) -> bool:
             return True
         time.sleep(interval)
     return predicate()
+
+
+# ---- an independent client side of RFC 6455 (written here, not taken from reactor.ws) ----
+
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
+
+
+def accept_for(key: bytes) -> bytes:
+    """The Sec-WebSocket-Accept a server owes for ``key`` (§4.2.2)."""
+    return base64.b64encode(hashlib.sha1(key + GUID).digest())
+
+
+def new_key() -> bytes:
+    return base64.b64encode(os.urandom(16))
+
+
+def upgrade_request(
+    key: bytes,
+    *,
+    host: bytes = b"127.0.0.1",
+    path: bytes = b"/",
+    extra: bytes = b"",
+    version: bytes = b"13",
+) -> bytes:
+    """An opening handshake request (§4.1); ``extra`` holds more header lines."""
+    return (
+        b"GET " + path + b" HTTP/1.1\r\nHost: " + host + b"\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: " + key + b"\r\n"
+        b"Sec-WebSocket-Version: " + version + b"\r\n" + extra + b"\r\n"
+    )
+
+
+def mask(payload: bytes, key: bytes) -> bytes:
+    stream = (key * (len(payload) // 4 + 1))[: len(payload)]
+    return (int.from_bytes(payload, "big") ^ int.from_bytes(stream, "big")).to_bytes(
+        len(payload), "big"
+    )
+
+
+def frame(
+    opcode: int,
+    payload: bytes = b"",
+    *,
+    fin: bool = True,
+    rsv: int = 0,
+    masked: bool = True,
+    key: bytes | None = None,
+    length: int | None = None,
+) -> bytes:
+    """A client frame (§5.2), masked with a random key unless told otherwise;
+    ``length`` overrides the declared length."""
+    n = len(payload) if length is None else length
+    b0 = (0x80 if fin else 0) | rsv << 4 | opcode
+    m = 0x80 if masked else 0
+    if n < 126:
+        head = struct.pack("!BB", b0, m | n)
+    elif n < 1 << 16:
+        head = struct.pack("!BBH", b0, m | 126, n)
+    else:
+        head = struct.pack("!BBQ", b0, m | 127, n)
+    if not masked:
+        return head + payload
+    key = os.urandom(4) if key is None else key
+    return head + key + mask(payload, key)
+
+
+def close_frame(code: int | None, reason: bytes = b"") -> bytes:
+    return frame(0x8, b"" if code is None else struct.pack("!H", code) + reason)
+
+
+def read_server_frame(take: Callable[[int], bytes]) -> tuple[bool, int, int, bytes]:
+    """(fin, rsv bits, opcode, payload) of one server frame, read with
+    ``take(n)`` (exactly n bytes); server frames are never masked (§5.1)."""
+    b0, b1 = take(2)
+    assert not b1 & 0x80, "server frames are never masked (§5.1)"
+    n = b1 & 0x7F
+    if n == 126:
+        (n,) = struct.unpack("!H", take(2))
+    elif n == 127:
+        (n,) = struct.unpack("!Q", take(8))
+    return bool(b0 & 0x80), (b0 >> 4) & 0x7, b0 & 0x0F, take(n) if n else b""

@@ -29,6 +29,7 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
+from . import native
 from . import unmask as _unmask
 
 # Opcodes, RFC 6455 §5.2 / §11.8.
@@ -91,18 +92,41 @@ class FrameHeaderError(ProtocolError):
         self.number = number
 
 
-# Header violations, numbered as `enum ws_frame_error` in ws/csrc/frames.h.
+# Header violations. The scanner reports them as `enum ws_frame_error` numbers
+# (ws/csrc/frames.h), read from the build; the Python scanner, which must work
+# without it, numbers them 1..7 in the same order.
+_ERROR_NAMES = (
+    "RSV",
+    "OPCODE",
+    "CONTROL_FRAGMENTED",
+    "UNMASKED",
+    "CONTROL_TOO_LONG",
+    "LENGTH_MSB",
+    "TOO_BIG",
+)
+_ERROR_NUMBERS = (
+    tuple(getattr(native.lib, "WS_ERR_" + name) for name in _ERROR_NAMES)
+    if native.BUILT
+    else tuple(range(1, len(_ERROR_NAMES) + 1))
+)
+(
+    _ERR_RSV,
+    _ERR_OPCODE,
+    _ERR_CONTROL_FRAGMENTED,
+    _ERR_UNMASKED,
+    _ERR_CONTROL_TOO_LONG,
+    _ERR_LENGTH_MSB,
+    _ERR_TOO_BIG,
+) = _ERROR_NUMBERS
 HEADER_ERRORS: dict[int, tuple[int, str]] = {
-    1: (CLOSE_PROTOCOL_ERROR, "reserved bits set without a negotiated extension"),
-    2: (CLOSE_PROTOCOL_ERROR, "reserved opcode"),
-    3: (CLOSE_PROTOCOL_ERROR, "fragmented control frame"),
-    4: (CLOSE_PROTOCOL_ERROR, "unmasked client frame"),
-    5: (CLOSE_PROTOCOL_ERROR, "control frame payload over 125 bytes"),
-    6: (CLOSE_PROTOCOL_ERROR, "frame length with the most significant bit set"),
-    7: (CLOSE_TOO_BIG, "message too big"),
+    _ERR_RSV: (CLOSE_PROTOCOL_ERROR, "reserved bits set without a negotiated extension"),
+    _ERR_OPCODE: (CLOSE_PROTOCOL_ERROR, "reserved opcode"),
+    _ERR_CONTROL_FRAGMENTED: (CLOSE_PROTOCOL_ERROR, "fragmented control frame"),
+    _ERR_UNMASKED: (CLOSE_PROTOCOL_ERROR, "unmasked client frame"),
+    _ERR_CONTROL_TOO_LONG: (CLOSE_PROTOCOL_ERROR, "control frame payload over 125 bytes"),
+    _ERR_LENGTH_MSB: (CLOSE_PROTOCOL_ERROR, "frame length with the most significant bit set"),
+    _ERR_TOO_BIG: (CLOSE_TOO_BIG, "message too big"),
 }
-_ERR_RSV, _ERR_OPCODE, _ERR_CONTROL_FRAGMENTED, _ERR_UNMASKED = 1, 2, 3, 4
-_ERR_CONTROL_TOO_LONG, _ERR_LENGTH_MSB, _ERR_TOO_BIG = 5, 6, 7
 
 
 class Frame(NamedTuple):
@@ -186,16 +210,14 @@ def parse_frame(
 # buffer's Window, so threads with their own buffers never share it); a fuller
 # window just takes another call.
 SCAN_CAPACITY = 128
-_DESCRIPTOR_SLOTS = 3
-
-if _unmask._compiled_lib is not None:
-    from ._speedups import ffi as _ffi
-    from ._speedups import lib as _lib
+# Slots per descriptor: the C scanner's layout when built (WS_DESCRIPTOR_SLOTS),
+# which the Python scanner then produces too.
+_DESCRIPTOR_SLOTS = native.lib.WS_DESCRIPTOR_SLOTS if native.BUILT else 3
 
 
 def _descriptor_array() -> tuple:
-    array = _ffi.new("int64_t[]", SCAN_CAPACITY * _DESCRIPTOR_SLOTS)
-    return array, memoryview(_ffi.buffer(array)).cast("q")
+    array = native.ffi.new("int64_t[]", SCAN_CAPACITY * _DESCRIPTOR_SLOTS)
+    return array, memoryview(native.ffi.buffer(array)).cast("q")
 
 
 def scan_window_c(window: _unmask.Window, start: int, end: int, max_size: int) -> list[int]:
@@ -204,7 +226,7 @@ def scan_window_c(window: _unmask.Window, start: int, end: int, max_size: int) -
     out = window.scan_out
     if out is None:
         out = window.scan_out = _descriptor_array()
-    count = _lib.ws_parse_frames(window.ptr, start, end, max_size, out[0], SCAN_CAPACITY)
+    count = native.lib.ws_parse_frames(window.ptr, start, end, max_size, out[0], SCAN_CAPACITY)
     return out[1][: count * _DESCRIPTOR_SLOTS].tolist()
 
 
@@ -226,15 +248,15 @@ def scan_window_python(window: _unmask.Window, start: int, end: int, max_size: i
     return out
 
 
-scan_window = scan_window_c if _unmask.IMPL == "cffi" else scan_window_python
+scan_window = scan_window_python  # rebound by native.use (the hot path calls it directly)
 
 
-def select_impl(name: str) -> None:
-    """Run unmasking and scanning on ``"cffi"`` or ``"python"`` (tests and
-    benchmarks exercise the fallback on a machine that has the build)."""
+def _rebind(implementation: str) -> None:
     global scan_window
-    _unmask.select_impl(name)
-    scan_window = scan_window_c if name == "cffi" else scan_window_python
+    scan_window = scan_window_c if implementation == "c" else scan_window_python
+
+
+native.on_switch(_rebind)
 
 
 def scan_frames(

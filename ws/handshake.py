@@ -3,10 +3,11 @@
 The glue parses the HTTP request (reactor.http) and hands the fields over:
 ``validate(method, http_version, headers, ...)`` returns an ``Accept``
 carrying the exact 101 response bytes, or a ``Reject`` carrying the status,
-a one-line reason and a complete HTTP error response (``Connection: close``,
-``Content-Length``, a short text body). ``headers`` is a sequence of
+a one-line reason and the headers the answer must carry. ``headers`` is a sequence of
 ``(name, value)`` with lowercased names and latin-1 str values; a repeated
-header appears repeatedly and its values are read as one comma list.
+header appears repeatedly and its values are read as one comma list. A
+``Reject`` is plain data (status, reason, headers): the glue renders it with
+the same HTTP error writer as every other HTTP error answer.
 
 Answers: 400 for a malformed upgrade request, 426 (with
 ``Sec-WebSocket-Version: 13``) for a missing or other version, 403 when an
@@ -34,35 +35,15 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
-from . import unmask as _unmask  # the one place that knows whether ws/csrc was built
+from .. import rfc9110
+from . import native
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3, §4.2.2
 SUPPORTED_VERSION = "13"  # RFC 6455 §4.1 / §4.4
 KEY_BYTES = 16  # §4.1: the key is a random 16-byte nonce, base64-encoded
 
-# Reason phrases for the statuses this module produces or an upgrade hook
-# may use; written out so ws/ needs nothing named `http` (layering rule).
-_PHRASES = {
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    409: "Conflict",
-    410: "Gone",
-    426: "Upgrade Required",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-}
-_TOKEN_CHARS = frozenset(
-    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-)
-_MAX_REASON = 200  # one short line: the reason is echoed into the body
-# RFC 9110 §5.6.3: only SP and HTAB surround a value. A bare str.strip() would also
-# remove NBSP/NEL (obs-text the HTTP parser lets through): "13\xa0" is not "13".
-_OWS = " \t"
+_MAX_REASON = 200  # one short line: the reason is echoed into the answer's body
+_OWS = rfc9110.OWS
 
 
 def accept_key(key: str) -> str:
@@ -78,17 +59,14 @@ class Accept(NamedTuple):
     subprotocol: str | None
     response: bytes
 
-    def response_with(self, extra_headers: Iterable[tuple[str, str]]) -> bytes:
-        """The 101 response with more headers (e.g. from an upgrade hook)."""
-        return _switching_protocols(self.accept, self.subprotocol, extra_headers)
-
 
 class Reject(NamedTuple):
-    """The upgrade is refused: send ``response`` and close the connection."""
+    """The upgrade is refused: answer ``status`` with ``reason`` and these
+    ``headers`` (the HTTP error writer renders it), then close the connection."""
 
     status: int
     reason: str
-    response: bytes
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 def validate(
@@ -118,12 +96,19 @@ def validate(
     return Accept(accept, chosen, _switching_protocols(accept, chosen, extra_headers))
 
 
-_lib = _unmask._compiled_lib
-_accept_upgrade = None if _lib is None else _lib.ws_accept_upgrade  # tests set None
-if _lib is not None:
-    _RESPONSE = _unmask._compiled_ffi.new("unsigned char[]", _lib.WS_UPGRADE_RESPONSE_SIZE)
-    _RESPONSE_BYTES = _unmask._compiled_ffi.buffer(_RESPONSE)
-    _ACCEPT_KEY = slice(_lib.WS_UPGRADE_ACCEPT_AT, _lib.WS_UPGRADE_ACCEPT_AT + 28)
+_accept_upgrade: Any = None  # the C routine while C runs (native.use), else None
+if native.BUILT:
+    _RESPONSE = native.ffi.new("unsigned char[]", native.lib.WS_UPGRADE_RESPONSE_SIZE)
+    _RESPONSE_BYTES = native.ffi.buffer(_RESPONSE)
+    _ACCEPT_KEY = slice(native.lib.WS_UPGRADE_ACCEPT_AT, native.lib.WS_UPGRADE_ACCEPT_AT + 28)
+
+
+def _rebind(implementation: str) -> None:
+    global _accept_upgrade
+    _accept_upgrade = native.lib.ws_accept_upgrade if implementation == "c" else None
+
+
+native.on_switch(_rebind)
 
 
 def accept_usual(
@@ -173,18 +158,6 @@ def _collect(headers: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
     return fields
 
 
-def _has_token(values: Iterable[str], token: str) -> bool:
-    """Whether comma-list header values (RFC 9110 §5.6.1) hold ``token``
-    (lowercase), compared case-insensitively as a whole element."""
-    for value in values:
-        value = value.lower()
-        if value == token or (
-            token in value and token in [t.strip(_OWS) for t in value.split(",")]
-        ):
-            return True
-    return False
-
-
 def _check_request(
     method: str, http_version: tuple[int, int], fields: dict[str, list[str]]
 ) -> Reject | None:
@@ -195,9 +168,9 @@ def _check_request(
     hosts = fields.get("host", ())
     if len(hosts) != 1 or not hosts[0].strip(_OWS):
         return reject(400, "missing or repeated Host header")
-    if not _has_token(fields.get("upgrade", ()), "websocket"):
+    if not rfc9110.has_token(fields.get("upgrade", ()), "websocket"):
         return reject(400, "missing 'Upgrade: websocket'")
-    if not _has_token(fields.get("connection", ()), "upgrade"):
+    if not rfc9110.has_token(fields.get("connection", ()), "upgrade"):
         return reject(400, "missing 'Connection: upgrade'")
     if not _valid_key(fields.get("sec-websocket-key", ())):
         return reject(400, "Sec-WebSocket-Key must be base64 of 16 bytes")
@@ -233,7 +206,7 @@ def _origin_allowed(values: Sequence[str] | None, allowed: Iterable[str | None])
 def select_subprotocol(offered_values: Iterable[str], supported: Sequence[str]) -> str | None:
     """The first of ``supported`` (server preference) that the client offered
     in its ``Sec-WebSocket-Protocol`` values; tokens compare case-sensitively."""
-    offered = {t.strip(_OWS) for v in offered_values for t in v.split(",")}
+    offered = set(rfc9110.list_members(offered_values))
     for name in supported:
         if name in offered:
             return name
@@ -241,14 +214,7 @@ def select_subprotocol(offered_values: Iterable[str], supported: Sequence[str]) 
 
 
 def _header_lines(headers: Iterable[tuple[str, str]]) -> str:
-    lines = []
-    for name, value in headers:
-        if not name or not set(name) <= _TOKEN_CHARS:
-            raise ValueError(f"invalid header name {name!r}")
-        if "\r" in value or "\n" in value or "\0" in value:
-            raise ValueError(f"invalid header value for {name}")
-        lines.append(f"{name}: {value}\r\n")
-    return "".join(lines)
+    return "".join(rfc9110.header_line(name, value) for name, value in headers)
 
 
 def _switching_protocols(
@@ -266,20 +232,10 @@ def _switching_protocols(
 
 def reject(status: int, reason: str, extra_headers: Iterable[tuple[str, str]] = ()) -> Reject:
     """An HTTP error answer to an upgrade request: for this module's checks,
-    and for an application hook refusing a valid one (e.g. 401, 403)."""
+    and for an application hook refusing a valid one (e.g. 401, 403). Raises
+    ValueError for a status that is no error or a header that could not be sent."""
     if not 400 <= status <= 599:
         raise ValueError("a rejection needs a 4xx or 5xx status")
-    reason = " ".join(reason.split())[:_MAX_REASON]  # one line, bounded
-    body = (reason + "\n").encode("utf-8")
-    extra = list(extra_headers)
-    # A sender of Upgrade lists "upgrade" in Connection (RFC 9110 §7.8).
-    upgrade = any(name.lower() == "upgrade" for name, _ in extra)
-    headers = [
-        ("Content-Type", "text/plain; charset=utf-8"),
-        ("Content-Length", str(len(body))),
-        ("Connection", "upgrade, close" if upgrade else "close"),
-        *extra,
-    ]
-    status_line = f"HTTP/1.1 {status} {_PHRASES.get(status, '')}"  # the SP stays (RFC 9112 §4)
-    head = (status_line + "\r\n" + _header_lines(headers) + "\r\n").encode("latin-1")
-    return Reject(status, reason, head + body)
+    headers = tuple((str(name), str(value)) for name, value in extra_headers)
+    _header_lines(headers)  # refuse a header that would inject others, now
+    return Reject(status, " ".join(reason.split())[:_MAX_REASON], headers)

@@ -1,10 +1,9 @@
 """The server side of one RFC 6455 connection, as a sans-I/O state machine.
 
-States (the seed's WS_HANDSHAKE / WS_TANSMISSION / WS_END, plus CLOSING), and
-the only transitions (``_TRANSITIONS``):
+States (the C design's handshake, transmission and end states, plus CLOSING),
+and the only transitions (``_TRANSITIONS``):
 
     CONNECTING --accept()-----------------> OPEN      the glue sent the 101
-    CONNECTING --reject()-----------------> CLOSED    the glue sent an HTTP error
     OPEN       --close() (local)----------> CLOSING   close frame returned
     OPEN       --peer close frame---------> CLOSED    reply close sent to on_output
     OPEN       --protocol violation-------> CLOSED    close frame with the code sent
@@ -41,7 +40,7 @@ payload is unmasked with the key phase and, for text, UTF-8-validated as each
 piece arrives, so an invalid byte fails the connection (1007) as soon as it
 is received, not at the end of the frame or message.
 
-``send_text / send_binary / send / ping / pong / close`` return frame bytes for
+``send / ping / close`` return frame bytes for
 the glue to write, and refuse data once the connection is not OPEN.
 
 Memory: an idle connection is one object of 5 slots (72 bytes with the GC
@@ -90,17 +89,16 @@ _FULL_SCAN = _frames.SCAN_CAPACITY * 3  # descriptor slots of a scan that hit it
 
 
 class State(IntEnum):
-    CONNECTING = 0  # seed: WS_HANDSHAKE
-    OPEN = 1  # seed: WS_TANSMISSION
+    CONNECTING = 0  # the C design's handshake state
+    OPEN = 1  # its transmission state
     CLOSING = 2  # we sent a close, waiting for the peer's
-    CLOSED = 3  # seed: WS_END
+    CLOSED = 3  # its end state
 
 
 CONNECTING, OPEN, CLOSING, CLOSED = State
 
 _TRANSITIONS: dict[tuple[State, str], State] = {
     (CONNECTING, "accept"): OPEN,
-    (CONNECTING, "reject"): CLOSED,
     (OPEN, "local_close"): CLOSING,
     (OPEN, "peer_close"): CLOSED,
     (OPEN, "fail"): CLOSED,
@@ -232,10 +230,6 @@ class ServerProtocol:
         """The glue answered the handshake with 101: frames may flow."""
         self._transition("accept")
 
-    def reject(self) -> None:
-        """The glue answered the handshake with an HTTP error."""
-        self._transition("reject")
-
     def connection_lost(self) -> None:
         """TCP is gone. Reports ``on_close(1006, ...)`` unless already CLOSED."""
         if self._state is CLOSED:
@@ -253,32 +247,18 @@ class ServerProtocol:
         if self._state is not OPEN:
             raise InvalidStateError(f"cannot send in state {self._state.name}")
 
-    def send_text(self, text: str) -> bytes:
-        self._require_open()
-        return _frames.serialize_frame(OP_TEXT, text.encode("utf-8"))
-
-    def send_binary(self, data: _unmask.Buffer) -> bytes:
-        self._require_open()
-        return _frames.serialize_frame(OP_BINARY, data)
-
     def send(self, message: str | _unmask.Buffer) -> bytes:
         """A text frame for ``str``, a binary frame for bytes-like objects."""
+        self._require_open()
         if isinstance(message, str):
-            return self.send_text(message)
-        return self.send_binary(message)
+            return _frames.serialize_frame(OP_TEXT, message.encode("utf-8"))
+        return _frames.serialize_frame(OP_BINARY, message)
 
     def ping(self, payload: _unmask.Buffer = b"") -> bytes:
         self._require_open()
         if len(payload) > MAX_CONTROL_PAYLOAD:
             raise ValueError("ping payload over 125 bytes")
         return _frames.serialize_frame(OP_PING, payload)
-
-    def pong(self, payload: _unmask.Buffer = b"") -> bytes:
-        """An unsolicited pong (a one-way heartbeat, §5.5.3)."""
-        self._require_open()
-        if len(payload) > MAX_CONTROL_PAYLOAD:
-            raise ValueError("pong payload over 125 bytes")
-        return _frames.serialize_frame(OP_PONG, payload)
 
     def close(self, code: int | None = CLOSE_NORMAL, reason: str = "") -> bytes:
         """Start the closing handshake: returns the close frame (OPEN -> CLOSING).

@@ -7,13 +7,13 @@ the previous one stopped: that position is the *phase* (0..3), which
 
 Two implementations share one contract and one test suite:
 
-- ``"cffi"``: the compiled C routine of ``reactor.ws._speedups`` (16 bytes per
+- ``"c"``: the compiled C routine of ``reactor.ws._speedups`` (16 bytes per
   step, see ws/csrc/unmask.c), working directly on the caller's buffer;
 - ``"python"``: a fallback for a missing build that XORs the whole window as
   one big integer (``int.from_bytes``), 30-100x slower but still linear.
 
-``IMPL`` says which one is active. The glue warns at start when it is
-``"python"``; the test suite asserts it is ``"cffi"``.
+``reactor.ws.native`` decides which one runs (``native.active``, switched
+with ``native.use``). The glue says which at start.
 
 The receive hot path avoids the ~0.3-0.5 us cost of ``ffi.from_buffer`` per
 read: ``window(buf)`` returns a ``Window`` (C pointer + views) cached for the
@@ -22,14 +22,12 @@ last bytearray seen, since the reactor reads into one long-lived buffer.
 
 from __future__ import annotations
 
-try:
-    from ._speedups import ffi as _compiled_ffi
-    from ._speedups import lib as _compiled_lib
-except ImportError:  # no compiled module: pure-Python fallback
-    _compiled_ffi = _compiled_lib = None
+from typing import Any
 
-_ffi, _lib = _compiled_ffi, _compiled_lib
-IMPL: str = "python" if _lib is None else "cffi"
+from . import native
+
+_ffi: Any = None  # native.ffi / native.lib while C runs, else None (see _rebind)
+_lib: Any = None
 
 Buffer = bytes | bytearray | memoryview  # any 1-D bytes-like object
 
@@ -98,7 +96,7 @@ class Window:
     def release(self) -> None:
         """Drop the buffer exports now, so the bytearray may be resized."""
         if self.ptr is not None:
-            _compiled_ffi.release(self.ptr)
+            native.ffi.release(self.ptr)
         self.view.release()
 
     def unmask(self, start: int, end: int, key_be: int, phase: int) -> int:
@@ -106,7 +104,7 @@ class Window:
         if self.ptr is None:
             _xor_python(self.view[start:end], key_be, phase & 3)
             return (phase + end - start) & 3
-        return _compiled_lib.ws_unmask_range(self.ptr, start, end, key_be, phase & 3)
+        return native.lib.ws_unmask_range(self.ptr, start, end, key_be, phase & 3)
 
 
 # The reactor reads into ONE bytearray for its whole life, so one cached entry
@@ -136,17 +134,10 @@ def window(buf: Buffer) -> Window:
     return _cached
 
 
-def select_impl(name: str) -> None:
-    """Switch to ``"python"`` or (when built) ``"cffi"``; prefer
-    ``frames.select_impl``, which switches the frame scanner too."""
-    global _ffi, _lib, IMPL
-    if name == "cffi" and _compiled_lib is None:
-        raise RuntimeError("reactor.ws._speedups is not built")
-    if name not in ("cffi", "python"):
-        raise ValueError(f"unknown implementation {name!r}")
-    _ffi, _lib = (_compiled_ffi, _compiled_lib) if name == "cffi" else (None, None)
-    IMPL = name
-    forget_cached_window()
+def _rebind(implementation: str) -> None:
+    global _ffi, _lib
+    _ffi, _lib = (native.ffi, native.lib) if implementation == "c" else (None, None)
+    forget_cached_window()  # its pointer belongs to the other implementation
 
 
 def forget_cached_window() -> None:
@@ -155,3 +146,6 @@ def forget_cached_window() -> None:
     if _cached is not None:
         _cached.release()
         _cached = None
+
+
+native.on_switch(_rebind)

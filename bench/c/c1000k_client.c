@@ -54,6 +54,7 @@
 
 #include "hist.h"
 #include "sha1.h"
+#include "wsclient.h"
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24 /* linux/in.h, since 4.2 */
@@ -68,7 +69,6 @@
 #define WS_MAX_SMALL 125        /* RFC 6455 §5.2: 7-bit length; §5.5: control payload limit */
 #define WS_FRAME_MAX (2 + WS_MAX_SMALL) /* every frame we accept from the server fits this */
 #define WS_KEY_BYTES 16         /* RFC 6455 §4.1: Sec-WebSocket-Key is 16 random bytes */
-#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11" /* RFC 6455 §1.3 */
 #define WS_CLOSE_NORMAL 1000    /* RFC 6455 §7.4.1 */
 #define WS_NO_STATUS 1005       /* RFC 6455 §7.4.1: a close frame without a code */
 #define CONTROL_LINE_MAX 64     /* control commands are single words */
@@ -292,15 +292,6 @@ static int send_frame(struct client *cl, int fd, int opcode, const unsigned char
 
 /* ---- the opening handshake (RFC 6455 §4.1, §4.2.2) ------------------------------------------ */
 
-static void expected_accept(const char *key, char out[32])
-{
-    char joined[64];
-    uint8_t digest[SHA1_DIGEST_SIZE];
-    int len = snprintf(joined, sizeof joined, "%s%s", key, WS_GUID);
-    ws_sha1(joined, (size_t)len, digest);
-    ws_base64_encode(digest, SHA1_DIGEST_SIZE, out);
-}
-
 static int send_upgrade(struct client *cl, int fd, struct pending *p)
 {
     uint64_t nonce[2] = {rng_next(cl), rng_next(cl)};
@@ -315,22 +306,6 @@ static int send_upgrade(struct client *cl, int fd, struct pending *p)
     cl->conns[fd].state = CS_UPGRADING;
     set_events(cl, fd, EPOLLIN, EPOLL_CTL_MOD);
     return send_all(cl, fd, request, (size_t)len);
-}
-
-/* Is `token` one of the comma-separated values (RFC 9110 §5.6.1), case-insensitively? */
-static bool has_token(const char *value, const char *token)
-{
-    size_t tlen = strlen(token);
-    for (const char *p = value; *p;) {
-        p += strspn(p, " \t,");
-        size_t len = strcspn(p, ","), trimmed = len;
-        while (trimmed > 0 && (p[trimmed - 1] == ' ' || p[trimmed - 1] == '\t'))
-            trimmed--;
-        if (trimmed == tlen && strncasecmp(p, token, tlen) == 0)
-            return true;
-        p += len;
-    }
-    return false;
 }
 
 /* Judges a response head (NUL-terminated, lines end in CRLF): 0 when it is a valid 101. */
@@ -1037,12 +1012,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         default: usage(stderr); return -1;
         }
     }
-    const char *problem = check_options(o);
-    if (problem || optind != argc) {
-        fprintf(stderr, "c1000k_client: %s\n", problem ? problem : "unexpected argument");
-        return -1;
-    }
-    return 0;
+    return options_verdict("c1000k_client", check_options(o), optind, argc);
 }
 
 static int add_source(struct client *cl, uint32_t host_order)
@@ -1164,15 +1134,8 @@ static int selftest(void)
         judge_response(wrong, accept) == F_BAD_ACCEPT,
         judge_response(refused, accept) == F_HANDSHAKE_REJECTED,
     };
-    const char *names[] = {"accept_rfc6455", "response_ok", "bad_accept", "rejected"};
-    bool all = true;
-    printf("{\"event\":\"selftest\"");
-    for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
-        printf(",\"%s\":%s", names[i], ok[i] ? "true" : "false");
-        all &= ok[i];
-    }
-    printf(",\"ok\":%s}\n", all ? "true" : "false");
-    return all ? 0 : 1;
+    const char *const names[] = {"accept_rfc6455", "response_ok", "bad_accept", "rejected"};
+    return print_selftest("event", names, ok, sizeof ok / sizeof *ok);
 }
 
 int main(int argc, char **argv)

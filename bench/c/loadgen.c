@@ -45,6 +45,7 @@
 
 #include "hist.h"
 #include "sha1.h"
+#include "wsclient.h"
 
 #define RECV_BUFFER_SIZE (256 * 1024) /* one read: batches many small echoes per syscall */
 #define SCRATCH_MIN (256 * 1024)      /* outgoing messages are built here before one send */
@@ -54,7 +55,6 @@
 #define WS_MAX_HEADER 14              /* RFC 6455 §5.2: 2 + 8 (64-bit length) + 4 (mask key) */
 #define WS_MAX_CONTROL 125            /* RFC 6455 §5.5: control payloads are at most 125 bytes */
 #define WS_KEY_BYTES 16               /* RFC 6455 §4.1: the key is 16 random bytes, base64 */
-#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11" /* RFC 6455 §1.3 */
 #define WS_CLOSE_NORMAL 1000          /* RFC 6455 §7.4.1 */
 #define HTTP_MAX_HEAD 8192            /* a 101 response is ~130 bytes; more is a broken server */
 #define MAX_TIMELINE 100000           /* timeline buckets kept (bounds memory for long runs) */
@@ -555,15 +555,6 @@ static int ws_consume(struct run *r, struct conn *c, const unsigned char *p, siz
 
 /* ---- the opening handshake (RFC 6455 §4.1, §4.2.2) ------------------------------------------- */
 
-static void expected_accept(const char *key, char out[32])
-{
-    char joined[64];
-    uint8_t digest[SHA1_DIGEST_SIZE];
-    int len = snprintf(joined, sizeof joined, "%s%s", key, WS_GUID);
-    ws_sha1(joined, (size_t)len, digest);
-    ws_base64_encode(digest, SHA1_DIGEST_SIZE, out);
-}
-
 static void make_upgrades(struct run *r)
 {
     bool v6 = strchr(r->o.host, ':') != NULL; /* an IPv6 literal needs brackets in Host */
@@ -628,22 +619,6 @@ static void ws_upgrade_early(struct run *r, struct conn *c)
     await_response(r, c, u);
     if ((size_t)n < u->len) /* rare on a fresh socket: the rest goes when writable */
         conn_write(r, c, u->request + n, u->len - (size_t)n);
-}
-
-static bool has_token(const char *value, const char *token)
-{
-    size_t tlen = strlen(token);
-    for (const char *p = value; *p;) {
-        p += strspn(p, " \t,");
-        size_t len = strcspn(p, ",");
-        size_t trimmed = len;
-        while (trimmed > 0 && (p[trimmed - 1] == ' ' || p[trimmed - 1] == '\t'))
-            trimmed--;
-        if (trimmed == tlen && strncasecmp(p, token, tlen) == 0)
-            return true;
-        p += len;
-    }
-    return false;
 }
 
 /* The head is NUL-terminated with its blank line cut off. Lines end in CRLF (RFC 9112 §2.1). */
@@ -1125,14 +1100,7 @@ static int selftest(void)
     };
     static const char *const names[] = {"sha1_empty", "sha1_abc", "sha1_two_blocks",
                                         "accept_rfc6455", "mask_rfc6455", "histogram"};
-    bool all = true;
-    printf("{\"mode\":\"selftest\"");
-    for (size_t i = 0; i < sizeof results / sizeof *results; i++) {
-        printf(",\"%s\":%s", names[i], results[i] ? "true" : "false");
-        all &= results[i];
-    }
-    printf(",\"ok\":%s}\n", all ? "true" : "false");
-    return all ? 0 : 1;
+    return print_selftest("mode", names, results, sizeof results / sizeof *results);
 }
 
 /* ---- options ------------------------------------------------------------------------------------- */
@@ -1228,12 +1196,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         default: usage(stderr); return -1;
         }
     }
-    const char *problem = check_options(o);
-    if (problem || optind != argc) {
-        fprintf(stderr, "loadgen: %s\n", problem ? problem : "unexpected argument");
-        return -1;
-    }
-    return 0;
+    return options_verdict("loadgen", check_options(o), optind, argc);
 }
 
 /* ---- setup --------------------------------------------------------------------------------------- */

@@ -14,7 +14,7 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable
 
-MAX_MESSAGE = 16 * 1024 * 1024  # same message limit as our server's default (issue 3)
+MAX_MESSAGE = 16 * 1024 * 1024  # same message limit as our server's default
 LOOPS = ("uvloop", "asyncio")
 
 # start() opens the server and returns (bound port, coroutine function that closes it).
@@ -56,6 +56,16 @@ async def serve_until_signal(start: Starter, host: str, port: int) -> None:
     announce(host, bound)
     await stopped.wait()
     await close()
+
+
+def port_and_closer(server: asyncio.AbstractServer) -> tuple[int, Callable[[], Awaitable[None]]]:
+    """What ``start`` returns for a server object with asyncio's interface."""
+
+    async def close() -> None:
+        server.close()
+        await server.wait_closed()
+
+    return server.sockets[0].getsockname()[1], close
 
 
 def run_asyncio_peer(start: Starter, description: str) -> int:

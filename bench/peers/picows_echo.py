@@ -1,4 +1,4 @@
-"""picows echo server (the issue's reference peer, on uvloop by default).
+"""picows echo server (the reference peer, on uvloop by default).
 
 Echoes every data frame as it arrives, with its opcode and FIN bit, so fragmented messages come
 back fragmented the same way; pings are answered by picows itself (``enable_auto_pong``); a
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from peer_cli import MAX_MESSAGE, run_asyncio_peer
+from peer_cli import MAX_MESSAGE, port_and_closer, run_asyncio_peer
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_create_server
 
 CONTROL = (WSMsgType.PING, WSMsgType.PONG)
@@ -28,12 +28,7 @@ async def start(host: str, port: int):
     server = await ws_create_server(
         lambda request: EchoListener(), host, port, max_frame_size=MAX_MESSAGE
     )
-
-    async def close() -> None:
-        server.close()
-        await server.wait_closed()
-
-    return server.sockets[0].getsockname()[1], close
+    return port_and_closer(server)
 
 
 if __name__ == "__main__":

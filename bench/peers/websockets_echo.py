@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from peer_cli import MAX_MESSAGE, run_asyncio_peer
+from peer_cli import MAX_MESSAGE, port_and_closer, run_asyncio_peer
 from websockets.asyncio.server import ServerConnection, serve
 
 
@@ -18,12 +18,7 @@ async def echo(ws: ServerConnection) -> None:
 
 async def start(host: str, port: int):
     server = await serve(echo, host, port, max_size=MAX_MESSAGE, compression=None)
-
-    async def close() -> None:
-        server.close()
-        await server.wait_closed()
-
-    return server.sockets[0].getsockname()[1], close
+    return port_and_closer(server)
 
 
 if __name__ == "__main__":

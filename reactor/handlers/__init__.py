@@ -24,7 +24,7 @@ def warn_if_head_scanner_missing(log: logging.Logger) -> None:
     every request head takes the pure-Python path (correct, ~2x slower)."""
     from ..http import request
 
-    if request.HEAD_SCANNER != "cffi":
+    if request.HEAD_SCANNER != "c":
         log.warning(
             "reactor.http._speedups is not built: request heads are parsed in pure Python "
             "(~2x slower); reinstall with a C compiler (pip install -e .)"
@@ -35,13 +35,26 @@ class NotBuiltError(RuntimeError):
     """A protocol named on the command line whose handler is not available."""
 
 
+def describe_implementations() -> str:
+    """Which implementation each C-accelerated part runs: "c", or "python" (the
+    fallback of a missing build, or a switch made with its package's use())."""
+    from .. import loop
+    from ..http import request
+    from ..ws import native
+
+    return f"websocket={native.active} http-head={request.HEAD_SCANNER} socket-io={loop.IO_HELPER}"
+
+
 def load(proto: str) -> ModuleType:
+    """The handler module of ``proto``; says at start what runs in C."""
     try:
-        return importlib.import_module(PROTOCOLS[proto])
+        module = importlib.import_module(PROTOCOLS[proto])
     except ModuleNotFoundError as exc:
         if exc.name != PROTOCOLS[proto]:
             raise
         raise NotBuiltError(f"--proto {proto}: this handler is not built yet") from None
+    logging.getLogger("reactor").info("implementations: %s", describe_implementations())
+    return module
 
 
 def add_all_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,4 +1,4 @@
-"""The seed's C1000K server: echo every byte back on the same connection.
+"""The classic C1000K server: echo every byte back on the same connection.
 
 Stateless: an idle echo connection costs only its event slot.
 """

@@ -58,7 +58,7 @@ from ..handler import Handler
 from ..http.request import HttpError, Request, RequestParser
 from ..http.static import error_response
 from ..loop import Connection, Reactor, Timer
-from ..ws import handshake
+from ..ws import handshake, native
 from ..ws import unmask as _unmask
 from ..ws.frames import (
     CLOSE_GOING_AWAY,
@@ -97,7 +97,6 @@ _UPGRADE_HEADERS = (
     ("Upgrade", "websocket"),
     ("Sec-WebSocket-Version", handshake.SUPPORTED_VERSION),
 )
-_CONNECTION_UPGRADE = b"\r\nConnection: upgrade, close\r\n"
 
 
 class Handshaking:
@@ -142,14 +141,14 @@ class WebSocketConnection(ServerProtocol):
 
     def send(self, message: str | bytes | bytearray | memoryview) -> bool:
         """Queue a text (str) or binary message; see app.Connection.send."""
-        if self._state is not OPEN:
-            return False
-        if type(message) is bytes:
+        if type(message) is bytes:  # the common types first: the check costs them nothing
             payload, headers, opcode = message, _BINARY_HEADERS, OP_BINARY
         elif isinstance(message, str):
             payload, headers, opcode = message.encode(), _TEXT_HEADERS, OP_TEXT
-        else:
-            payload, headers, opcode = _as_bytes(message), _BINARY_HEADERS, OP_BINARY
+        else:  # a TypeError for anything else, whatever the state: the caller's bug shows
+            payload, headers, opcode = _as_bytes(message, "send"), _BINARY_HEADERS, OP_BINARY
+        if self._state is not OPEN:
+            return False
         handler = self.handler
         if handler._corked is self:  # answering its own input: one write after the read
             parts = handler._parts
@@ -271,12 +270,28 @@ class WebSocketConnection(ServerProtocol):
             self.close(CLOSE_INTERNAL_ERROR, "internal error")
 
 
-def _as_bytes(message: Any) -> bytes:
+def _as_bytes(message: Any, caller: str) -> bytes:
     """Immutable bytes: a corked frame is written after send() returns, so a
-    buffer the app reuses (bytearray, memoryview) is copied now."""
+    buffer the app reuses (bytearray, memoryview) is copied now. Anything but
+    a bytes-like object is the application's mistake: a TypeError saying so."""
     if type(message) is bytes:
         return message
-    return memoryview(message).tobytes()  # TypeError for what is not a buffer
+    try:
+        return memoryview(message).tobytes()
+    except TypeError:
+        raise TypeError(
+            f"{caller}() takes str (text) or bytes (binary), not {type(message).__name__}; "
+            "use json.dumps() for JSON"
+        ) from None
+
+
+def is_refusal(verdict: Any) -> bool:
+    """``(status, reason)`` or ``(status, reason, headers)``, status 4xx/5xx:
+    the refusals on_upgrade may return (see reactor/app.py)."""
+    if not isinstance(verdict, tuple | list) or len(verdict) not in (2, 3):
+        return False
+    status, reason = verdict[0], verdict[1]
+    return type(status) is int and 400 <= status <= 599 and isinstance(reason, str)
 
 
 class WebSocketServer:
@@ -290,7 +305,7 @@ class WebSocketServer:
         if isinstance(message, str):
             frame = serialize_frame(OP_TEXT, message.encode())
         else:
-            frame = serialize_frame(OP_BINARY, _as_bytes(message))  # built once for all
+            frame = serialize_frame(OP_BINARY, _as_bytes(message, "broadcast"))  # once for all
         sent = 0
         for ws in self.connections:
             if ws._state is OPEN and ws._push(frame):
@@ -530,17 +545,35 @@ class WebSocketHandler(Handler):
                 self._open(conn, request, answer, buf, start, end)
                 return 101
             answer = refusal
-        conn.write(answer.response)
+        conn.write(
+            error_response(
+                answer.status,
+                answer.reason,
+                keep_alive=False,
+                extra_headers=answer.headers,
+                head=request.method == "HEAD",
+            )
+        )
         conn.close_after_flush(linger=True)  # unread input must not turn it into a reset
         return answer.status
 
     def _ask_app(self, request: Request) -> handshake.Reject | None:
         try:
             verdict = self._app_upgrade(request)
-            return None if verdict is None else handshake.reject(*verdict)
+            if verdict is None:
+                return None
+            if is_refusal(verdict):
+                return handshake.reject(*verdict)
         except Exception:
             log.exception("application on_upgrade failed; answering 500")
             return handshake.reject(500, "internal error")
+        log.error(
+            "application on_upgrade returned %.100r; it must return None to accept, or "
+            "(status, reason) or (status, reason, headers) with a 4xx/5xx status to refuse; "
+            "answering 500",
+            verdict,
+        )
+        return handshake.reject(500, "internal error")
 
     def _open(self, conn, request, answer: handshake.Accept, buf: Any, start: int, end: int):
         ws = self.connection_class(conn, answer.subprotocol, self.max_message_size)
@@ -563,8 +596,7 @@ class WebSocketHandler(Handler):
 
     def _upgrade_required(self, conn: Connection, request: Request) -> None:
         """A plain HTTP request: 426 tells the client what this port speaks.
-        RFC 9110 §15.5.22: a 426 carries Upgrade; §7.8: whoever sends Upgrade
-        also lists "upgrade" in Connection (ours also says close)."""
+        RFC 9110 §15.5.22: a 426 carries Upgrade (and so Connection lists it)."""
         response = error_response(
             426,
             "this is a WebSocket endpoint",
@@ -573,7 +605,7 @@ class WebSocketHandler(Handler):
             head=request.method == "HEAD",
         )
         conn.ctx = ANSWERED
-        conn.write(response.replace(b"\r\nConnection: close\r\n", _CONNECTION_UPGRADE, 1))
+        conn.write(response)
         conn.close_after_flush(linger=True)
 
     def _refuse_http(self, conn: Connection, exc: HttpError) -> None:
@@ -677,7 +709,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def make_handler(options: argparse.Namespace, reactor: Reactor) -> WebSocketHandler:
-    if _unmask.IMPL != "cffi":
+    if native.active != "c":
         log.warning(
             "reactor.ws._speedups is not built: unmasking in pure Python (30-100x slower); "
             "reinstall with a C compiler (pip install -e .)"
@@ -696,9 +728,8 @@ def make_handler(options: argparse.Namespace, reactor: Reactor) -> WebSocketHand
         origins=None if origins is None else [o or None for o in origins],
     )
     log.info(
-        "websocket: app=%s unmask=%s max-message-size=%d ping-interval=%gs",
+        "websocket: app=%s max-message-size=%d ping-interval=%gs",
         type(handler.app).__qualname__,
-        _unmask.IMPL,
         options.max_message_size,
         options.ping_interval,
     )

@@ -57,9 +57,10 @@ def use_speedups_override(unmask_module, frames_module) -> str | None:
     spec = importlib.util.spec_from_file_location("reactor_fuzz_asan._speedups", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    unmask_module._compiled_ffi = unmask_module._ffi = frames_module._ffi = module.ffi
-    unmask_module._compiled_lib = unmask_module._lib = frames_module._lib = module.lib
-    frames_module.select_impl("cffi")  # also forgets windows made with the other build
+    from reactor.ws import native
+
+    native.ffi, native.lib = module.ffi, module.lib
+    native.use("c")  # every routine rebinds to this build; windows of the other are dropped
     global swapped_speedups
     swapped_speedups = path
     return path

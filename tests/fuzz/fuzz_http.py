@@ -131,12 +131,12 @@ def incremental(data: bytes, step: int) -> tuple:
 
 def without_head_scanner(data: bytes) -> tuple:
     """The whole input parsed by the Python path alone (no http/csrc/head.c)."""
-    scanner = request_module._scan_head
-    request_module._scan_head = None
+    scanner = request_module.HEAD_SCANNER
+    request_module.use("python")
     try:
         return parse_all(RequestParser(), data, 0, len(data))
     finally:
-        request_module._scan_head = scanner
+        request_module.use(scanner)
 
 
 def same_verdict(split: tuple, whole: tuple) -> bool:

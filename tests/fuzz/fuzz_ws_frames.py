@@ -25,7 +25,7 @@ import sys
 from _harness import instrumented, use_speedups_override
 
 with instrumented(__name__ == "__main__"):
-    from reactor.ws import frames, protocol
+    from reactor.ws import frames, native, protocol
     from reactor.ws import unmask as unmask_module
 
 use_speedups_override(unmask_module, frames)
@@ -368,14 +368,13 @@ def check(data: bytes) -> str:
     expected = Model(max_size, closing).run(wire)
     if not expected or expected[-1][0] != "close":
         expected = expected + [("close", 1006)]  # the glue reports the lost TCP
-    for impl in ("cffi", "python"):
-        frames.select_impl(impl)
-        for size in (0, read_size, 1 if len(wire) <= 64 else 0):
-            events = run_protocol(wire, max_size, closing, size)
-            if not events or events[-1][0] != "close":
-                events.append(("close", 1006))
-            assert events == expected, f"{impl} read={size}:\n{events}\n!=\n{expected}"
-    frames.select_impl("cffi")
+    for impl in ("c", "python"):
+        with native.using(impl):
+            for size in (0, read_size, 1 if len(wire) <= 64 else 0):
+                events = run_protocol(wire, max_size, closing, size)
+                if not events or events[-1][0] != "close":
+                    events.append(("close", 1006))
+                assert events == expected, f"{impl} read={size}:\n{events}\n!=\n{expected}"
     check_scanners(wire, max_size)
     check_parse_frame(wire, max_size)
     return outcome(expected[-1][1])

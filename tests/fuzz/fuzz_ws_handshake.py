@@ -12,7 +12,8 @@ Invariants, against an oracle written here from §4.2.1 / §4.2.2:
 - The 101 carries the accept key computed here (SHA-1 + GUID, base64), the
   subprotocol chosen by server preference (or none), and nothing else.
 - Every response is a well-formed HTTP/1.1 message: one status line, header
-  lines without CR/LF/NUL inside (no injection), Content-Length = body size.
+  lines without CR/LF/NUL inside (no injection), Content-Length = body size
+  (a rejection as the glue sends it: rendered by the HTTP error writer).
 - Through the parser, the C fast path (``accept_usual``, read from the head's
   bytes) either declines or returns exactly what ``validate`` returns.
 """
@@ -27,6 +28,7 @@ from _harness import instrumented
 
 with instrumented(__name__ == "__main__"):
     from reactor.http.request import HttpError, RequestParser
+    from reactor.http.static import error_response
     from reactor.ws import handshake
 
 NAME = "ws_handshake"
@@ -109,11 +111,14 @@ def check_accept(result, headers, subprotocols) -> None:
 
 def check_reject(result, expected_status: int) -> None:
     assert result.status == expected_status, (result.status, expected_status)
-    status_line, fields, body = split_response(result.response)
+    assert "\n" not in result.reason and "\r" not in result.reason, "the reason is not one line"
+    rendered = error_response(
+        result.status, result.reason, keep_alive=False, extra_headers=result.headers
+    )
+    status_line, fields, body = split_response(rendered)
     assert status_line.startswith(f"HTTP/1.1 {result.status} "), status_line
     named = dict(fields)
     assert named["content-length"] == str(len(body)), "Content-Length is not the body size"
-    assert body.endswith(b"\n") and body.count(b"\n") == 1, "the reason is not one line"
     if result.status == 426:  # RFC 9110 §15.5.22 and §7.8
         assert named.get("sec-websocket-version") == "13", "426 without the supported version"
         assert named.get("upgrade") == "websocket", "426 without Upgrade"

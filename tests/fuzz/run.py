@@ -72,7 +72,7 @@ def build_asan(scratch: Path) -> dict[str, str]:
     flags = "-fsanitize=address -fno-omit-frame-pointer -g -O1"
     code = (
         "import importlib.util as u\n"
-        "s = u.spec_from_file_location('b', 'ws/csrc/build_unmask.py')\n"
+        "s = u.spec_from_file_location('b', 'ws/csrc/build_speedups.py')\n"
         "m = u.module_from_spec(s); s.loader.exec_module(m)\n"
         f"m.ffibuilder.compile(tmpdir={str(build)!r})"
     )

@@ -1,4 +1,4 @@
-"""cffi out-of-line API build of the WebSocket hot-path C routines.
+"""cffi out-of-line API build of the WebSocket C module (``reactor.ws._speedups``).
 
 Run by `pip install` through setup.py's `cffi_modules`; produces the
 extension module `reactor.ws._speedups` with:
@@ -6,6 +6,9 @@ extension module `reactor.ws._speedups` with:
     ws_unmask / ws_unmask_range   in-place RFC 6455 §5.3 unmasking (unmask.c)
     ws_parse_frames               one-call frame scanner for a receive window (frames.c)
     ws_accept_upgrade             the usual opening handshake checked and answered (upgrade.c)
+
+and the constants of their headers (descriptor layout, frame error numbers, response
+sizes), which the Python side reads from the build instead of copying them.
 """
 
 from cffi import FFI
@@ -19,6 +22,11 @@ ffibuilder.cdef(
     size_t ws_parse_frames(unsigned char *buf, size_t start, size_t end, uint64_t max_size,
                            int64_t *out, size_t cap);
     #define WS_DESCRIPTOR_SLOTS ...
+    enum ws_frame_error {
+        WS_ERR_RSV = ..., WS_ERR_OPCODE = ..., WS_ERR_CONTROL_FRAGMENTED = ...,
+        WS_ERR_UNMASKED = ..., WS_ERR_CONTROL_TOO_LONG = ..., WS_ERR_LENGTH_MSB = ...,
+        WS_ERR_TOO_BIG = ...
+    };
     int ws_accept_upgrade(const unsigned char *head, size_t len, int protocols_configured,
                           unsigned char *out, size_t cap);
     #define WS_UPGRADE_RESPONSE_SIZE ...
