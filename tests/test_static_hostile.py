@@ -138,6 +138,7 @@ def test_swapping_a_directory_for_an_outside_symlink_never_leaks(
 ):
     root, directory, link = race_tree(tmp_path)
     server = server_factory("--proto", "http", "--quiet", "--root", str(root))
+    server.wait_for_log(f"implementations: .* static-confine={confined}")
     assert fetch_all(server, ["/d/f.txt", "/x/f.txt"]) == [(200, INSIDE), (404, fetch_404(server))]
     swapper = subprocess.Popen(
         [sys.executable, "-c", SWAPPER, str(directory), str(link), str(RACE_SECONDS)],
