@@ -9,9 +9,14 @@ Choices:
   that smuggles a separator is malformed, not missing. %00 -> 400.
 - %2E%2E is "..", as RFC 3986 §6.2.2.2 says; dot-segments are resolved before
   the path touches the file system and never climb above the root.
-- Confinement: every component under the (already real) root is lstat'ed; a
-  symlink is resolved with realpath and must land inside the root (else 404).
-  Only regular files are served: directories -> index.html, FIFOs/devices -> 404.
+- Confinement: the file is opened relative to a descriptor of the root, the
+  kernel refusing any step out of it (openat2 RESOLVE_BENEATH), or by a walk
+  holding a descriptor per directory where openat2 is missing; a symlink is
+  followed while it stays inside the root (else 404). The caller serves from
+  the descriptor. Only regular files are served: directories -> index.html,
+  FIFOs/devices -> 404.
+- Dot-files: a name starting with "." (.git, .env) is 404 unless the server
+  is told to serve them; the top-level /.well-known/ (RFC 8615) is served.
 - ETag is STRONG: "<mtime_ns hex>-<size hex>". A rewrite that keeps both the
   nanosecond mtime and the size is not distinguished (nginx does the same at
   second resolution). Strong tags make If-Range with an ETag usable.
@@ -27,12 +32,13 @@ Choices:
 
 from __future__ import annotations
 
+import errno
 import html
 import os
 import re
 import stat
 import time
-from calendar import timegm
+from calendar import monthrange, timegm
 from collections.abc import Sequence
 from http import HTTPStatus  # the stdlib package (this folder has no __init__.py)
 from operator import itemgetter
@@ -40,6 +46,13 @@ from urllib.parse import unquote_to_bytes
 
 from .. import rfc9110
 from .request import HttpError, Request
+
+try:  # openat2 through cffi (http/csrc/confine.c); without it the walk confines alone
+    from ._speedups import lib as _speedups_lib
+
+    _openat2 = _speedups_lib.http_open_beneath
+except (ImportError, AttributeError):
+    _openat2 = None
 
 # --- MIME types ------------------------------------------------------------------------
 
@@ -106,29 +119,63 @@ class Redirect(HttpError):
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _ABSOLUTE_FORM = re.compile(r"[Hh][Tt][Tt][Pp][Ss]?://[^/?#]*")
 INDEX_FILE = "index.html"
+WELL_KNOWN = ".well-known"  # RFC 8615: served even though it starts with a dot
 
 
-def resolve(root_real: str, target: str) -> str:
-    """The regular file `target` names under `root_real` (which must already be a
-    realpath). Raises HttpError 400/404, or Redirect for a directory without "/".
+def open_target(
+    root_fd: int, root_real: str, target: str, *, serve_hidden: bool = False
+) -> tuple[int, os.stat_result, str]:
+    """Open the regular file `target` names under the root: ``root_fd`` is an
+    O_PATH descriptor of the directory whose realpath is ``root_real``. Returns
+    (fd, fstat of fd, file name for the Content-Type); the caller owns the fd
+    and must serve from it, never reopen by name. Raises HttpError 400/404/503,
+    or Redirect for a directory asked without its trailing "/".
 
-    The returned path has no symlink in it, so the glue should open it with
-    O_RDONLY | O_NOFOLLOW | O_NONBLOCK and check fstat() is S_ISREG: that closes
-    the window in which the last component could be swapped for a symlink or a
-    FIFO after this check (Python has no openat2 with RESOLVE_BENEATH)."""
+    Unless ``serve_hidden``, a name starting with "." anywhere in the path is
+    404, except the top-level ".well-known" (RFC 8615)."""
     path, query = _split_target(target)
     raw_segments, trailing_slash = _remove_dot_segments(path.split("/")[1:])
     names = [_decode_segment(raw) for raw in raw_segments]
-    found, st = _walk(root_real, names)
-    if stat.S_ISREG(st.st_mode):
-        if trailing_slash and names:
-            raise HttpError(404, "not a directory")
-        return found
+    if not serve_hidden and _hidden(names):
+        raise HttpError(404, "not found")
+    fd, st = open_beneath(root_fd, root_real, names)
+    if stat.S_ISREG(st.st_mode) and not (trailing_slash and names):
+        return fd, st, names[-1]
+    os.close(fd)
     if not stat.S_ISDIR(st.st_mode):
-        raise HttpError(404, "not a regular file")
+        raise HttpError(404, "not a directory" if trailing_slash else "not a regular file")
     if not trailing_slash and names:
         raise Redirect(_slash_location(raw_segments, query))
-    return _index_file(root_real, found)
+    try:
+        fd, st = open_beneath(root_fd, root_real, [*names, INDEX_FILE])
+    except HttpError as exc:
+        raise HttpError(exc.status, "no index file") from None  # no directory listings
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise HttpError(404, "no index file")
+    return fd, st, INDEX_FILE
+
+
+def resolve(root_real: str, target: str, *, serve_hidden: bool = False) -> str:
+    """The real path of the file open_target() would serve (for tools and
+    tests: a server must serve from the descriptor, not from this name)."""
+    root_fd = os.open(root_real, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd, _, _ = open_target(root_fd, root_real, target, serve_hidden=serve_hidden)
+        try:
+            return os.readlink(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
+    finally:
+        os.close(root_fd)
+
+
+def _hidden(names: list[str]) -> bool:
+    """A dot-file or dot-directory (.git, .env...) outside the top-level
+    /.well-known/ that RFC 8615 reserves for exactly this kind of publishing."""
+    return any(name[:1] == "." for name in names) and not (
+        names[0] == WELL_KNOWN and not any(name[:1] == "." for name in names[1:])
+    )
 
 
 def _split_target(target: str) -> tuple[str, str]:
@@ -174,42 +221,112 @@ def _decode_segment(raw: str) -> str:
     return os.fsdecode(name)
 
 
-def _walk(root_real: str, names: list[str]) -> tuple[str, os.stat_result]:
-    """Follow `names` from the root, confining every symlink to the root."""
-    current = root_real.rstrip("/")
+# --- confinement: the only file-system access in this package ----------------------------
+#
+# Atomic: a path is resolved against a descriptor of the root by the kernel
+# (openat2 RESOLVE_BENEATH: any step out of the root, symlinks included, fails
+# with EXDEV), or, where openat2 is missing, by _walk_open, which holds a
+# descriptor of every directory on the way and opens each name relative to it
+# with O_NOFOLLOW, expanding symlinks itself. Either way nothing is checked by
+# name and then reopened by name, so a directory swapped for a symlink between
+# two steps cannot lead outside. A symlink is followed while it stays inside:
+# relative targets whose ".." never climb above the root, and absolute targets
+# under the root's realpath (openat2 refuses those with EXDEV: the walk decides).
+
+FILE_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY  # no FIFO open blocks
+MAX_SYMLINKS = 40  # as the kernel's own limit (ELOOP)
+_OUT_OF_FDS = (errno.EMFILE, errno.ENFILE)
+# "openat2" or "walk". REACTOR_CONFINE=walk forces the walk (tests run both paths);
+# an ENOSYS from openat2 (kernel < 5.6, or a seccomp filter) switches to it for good.
+CONFINE = "walk" if _openat2 is None or os.environ.get("REACTOR_CONFINE") == "walk" else "openat2"
+
+
+def open_beneath(root_fd: int, root_real: str, names: list[str]) -> tuple[int, os.stat_result]:
+    """Open root/names[0]/... confined to the root: (fd, fstat); HttpError 404
+    (or 503 when out of descriptors) otherwise."""
+    global CONFINE
     try:
-        if not names:
-            return root_real, os.stat(root_real)
-        for name in names:
-            current, st = _step(root_real, current + "/" + name)
-    except (OSError, ValueError):  # missing, not a directory, no permission, too long
+        if CONFINE == "openat2":
+            relative = os.fsencode("/".join(names)) if names else b"."
+            fd = _openat2(root_fd, relative, FILE_FLAGS)
+            if fd >= 0:
+                return _with_stat(fd)
+            if -fd == errno.ENOSYS:
+                CONFINE = "walk"
+            elif -fd != errno.EXDEV:  # EXDEV: left the root, or an absolute symlink
+                raise OSError(-fd, os.strerror(-fd))
+        return _with_stat(_walk_open(root_fd, root_real, names))
+    except OSError as exc:  # missing, not a directory, a loop, no permission, too long
+        if exc.errno in _OUT_OF_FDS:
+            raise HttpError(503, "out of file descriptors") from None
         raise HttpError(404, "not found") from None
-    return current, st
 
 
-def _step(root_real: str, candidate: str) -> tuple[str, os.stat_result]:
-    st = os.lstat(candidate)
-    if not stat.S_ISLNK(st.st_mode):
-        return candidate, st
-    real = os.path.realpath(candidate)
-    if not _is_inside(root_real, real):
-        raise HttpError(404, "not found")  # a symlink leaving the root
-    return real, os.stat(real)
-
-
-def _is_inside(root_real: str, path: str) -> bool:
-    root = root_real.rstrip("/")
-    return path == root_real or path.startswith(root + "/")
-
-
-def _index_file(root_real: str, directory: str) -> str:
+def _with_stat(fd: int) -> tuple[int, os.stat_result]:
     try:
-        path, st = _step(root_real, directory.rstrip("/") + "/" + INDEX_FILE)
-    except OSError:
-        raise HttpError(404, "no index file") from None  # no directory listings
-    if not stat.S_ISREG(st.st_mode):
-        raise HttpError(404, "no index file")
-    return path
+        return fd, os.fstat(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _walk_open(root_fd: int, root_real: str, names: list[str]) -> int:
+    """The openat2 walk done by hand, component by component (see above)."""
+    held: list[int] = []  # descriptors of the directories below the root, deepest last
+    pending = names[::-1]  # a stack: the next name is at the end
+    links = 0
+    try:
+        while pending:
+            name = pending.pop()
+            here = held[-1] if held else root_fd
+            if name in ("", "."):
+                continue
+            if name == "..":
+                if not held:
+                    raise OSError(errno.EXDEV, "a symlink leaves the root")
+                os.close(held.pop())
+                continue
+            if not pending:  # the last name: open it for reading unless it is a symlink
+                try:
+                    return os.open(name, FILE_FLAGS | os.O_NOFOLLOW, dir_fd=here)
+                except OSError as exc:
+                    if exc.errno != errno.ELOOP:
+                        raise
+            fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=here)
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISDIR(mode):
+                held.append(fd)
+                continue
+            if not stat.S_ISLNK(mode):
+                os.close(fd)
+                raise OSError(errno.ENOTDIR, "not a directory")
+            try:
+                link = os.readlink("", dir_fd=fd)  # this very link, whatever the name holds now
+            finally:
+                os.close(fd)
+            links += 1
+            if links > MAX_SYMLINKS:
+                raise OSError(errno.ELOOP, "too many symlinks")
+            if link.startswith("/"):
+                inside = _under_root(root_real, link)
+                if inside is None:
+                    raise OSError(errno.EXDEV, "a symlink leaves the root")
+                while held:
+                    os.close(held.pop())
+                link = inside
+            pending.extend(reversed(link.split("/")))
+        return os.open(".", FILE_FLAGS, dir_fd=held[-1] if held else root_fd)
+    finally:
+        for fd in held:
+            os.close(fd)
+
+
+def _under_root(root_real: str, absolute: str) -> str | None:
+    """`absolute` relative to the root, or None when it is not under it."""
+    root = root_real.rstrip("/")
+    if absolute == root:
+        return ""
+    return absolute[len(root) + 1 :] if absolute.startswith(root + "/") else None
 
 
 def _slash_location(raw_segments: list[str], query: str) -> str:
@@ -261,8 +378,12 @@ def _full_year(two_digits: int, now: float) -> int:
 
 
 def _to_epoch(year: int, month: str, day: int, hh: int, mm: int, ss: int) -> int | None:
+    """None for a date no calendar holds (year 0000, 31 Feb...): RFC 9110
+    §13.1.3-§13.1.5 make an invalid date in a condition ignored, not an error."""
     number = _MONTH_NUMBER.get(month)
-    if number is None or not (1 <= day <= 31 and hh < 24 and mm < 60 and ss < 61):
+    if number is None or not (1 <= year and hh < 24 and mm < 60 and ss < 61):
+        return None
+    if not 1 <= day <= monthrange(year, number)[1]:
         return None
     return timegm((year, number, day, hh, mm, ss, 0, 0, 0))
 
@@ -304,14 +425,14 @@ class FileMeta:
         return f"Last-Modified: {self.last_modified}\r\nETag: {self.etag}\r\n"
 
 
-# A bounded memo of a pure function of (path, inode, mtime, size): a changed file
-# gets a new key, so nothing stale is ever served; old keys just age out.
+# A bounded memo of a pure function of (name, device, inode, mtime, size): a changed
+# file gets a new key, so nothing stale is ever served; old keys just age out.
 _META_CACHE_SIZE = 4096  # ~1 KB per entry: a few MB at most, more files than a site serves hot
 _meta_cache: dict[tuple, FileMeta] = {}
 
 
 def file_meta(path: str, st: os.stat_result) -> FileMeta:
-    key = (path, st.st_ino, st.st_mtime_ns, st.st_size)
+    key = (path, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
     meta = _meta_cache.get(key)
     if meta is None:
         if len(_meta_cache) >= _META_CACHE_SIZE:

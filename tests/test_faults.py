@@ -17,7 +17,8 @@ Victim clients run as ``python tests/test_faults.py victim KIND PORT`` so they
 can be SIGKILLed like any real client. Set REACTOR_FAULT_STATS=path to get the
 counts of faults injected and of messages/bytes checked as JSON (added to the
 file's counts if it exists), REACTOR_FAULT_ROUNDS=N for N rounds (default 3)
-of the SIGKILL and RST faults.
+of the SIGKILL and RST faults, REACTOR_HOSTILE_SECONDS=N to keep sending fresh
+mutations of hostile HTTP requests for N seconds (default 0: one fixed batch).
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ FD_LIMIT = resource.getrlimit(resource.RLIMIT_NOFILE)[1]  # the hard limit: 20,0
 ATTEMPTS = FD_LIMIT + 5_000  # connection attempts in the fd-exhaustion test: 25,000 here
 # Rounds of the SIGKILL and RST faults (7 and 6 kinds each); more for a report run.
 ROUNDS = int(os.environ.get("REACTOR_FAULT_ROUNDS", "3"))
+# Seconds of extra hostile HTTP requests over the wire (a report run: 600).
+HOSTILE_SECONDS = float(os.environ.get("REACTOR_HOSTILE_SECONDS", "0"))
 
 FAULTS: Counter[str] = Counter()
 CHECKED: Counter[str] = Counter()  # "messages" and "bytes" compared byte-exact
@@ -467,29 +470,35 @@ def test_hostile_frames_over_the_wire_match_the_rfc_model(server_factory, site):
 
 def test_hostile_requests_over_the_wire_match_the_parser_and_resolver(server_factory):
     """The http fuzz oracles, end to end: seeds, regressions and 300 mutations
-    sent to a server whose root is the fuzz target's trap tree. The first
-    answer's status is what the parser and resolver decide; no response ever
-    carries the secrets placed beside the root."""
+    (more with REACTOR_HOSTILE_SECONDS) sent to a server whose root is the fuzz
+    target's trap tree. The first answer's status is what the parser and resolver
+    decide; no response ever carries the secrets placed beside the root; no
+    request reaches the reactor's per-connection catch-all ("handler failed")."""
     target = fuzz_module("fuzz_http")
     from reactor.http import static
     from reactor.http.request import HttpError, RequestParser
 
     server = server_factory("--proto", "http", "--quiet", "--root", target.ROOT)
     baseline = fd_count(server.pid)
-    inputs = hostile_inputs("http", 300, seed=12)
-    for batch in range(0, len(inputs), 100):
-        chunk = [_as_request(data) for data in inputs[batch : batch + 100]]
-        pairs = [(server.connect(), data) for data in chunk]
-        for data, answer in zip(chunk, send_all_read_all(pairs), strict=True):
-            assert answer is not None, f"reset: {data!r}"
-            assert target.SECRET not in answer, f"a secret was served for {data!r}"
-            expected = _expected_status(target, static, HttpError, RequestParser, data)
-            status = int(answer.split(b" ", 2)[1]) if answer else None
-            if expected in target.ERROR_STATUSES:
-                assert status in target.ERROR_STATUSES, (data, answer[:200])
-            else:
-                assert status == expected, (data, answer[:300])
-            FAULTS["hostile bytes over the wire: http requests"] += 1
+    deadline = time.monotonic() + HOSTILE_SECONDS
+    inputs, seed = hostile_inputs("http", 300, seed=12), 12
+    while inputs:
+        for batch in range(0, len(inputs), 100):
+            chunk = [_as_request(data) for data in inputs[batch : batch + 100]]
+            pairs = [(server.connect(), data) for data in chunk]
+            for data, answer in zip(chunk, send_all_read_all(pairs), strict=True):
+                assert answer is not None, f"reset: {data!r}"
+                assert target.SECRET not in answer, f"a secret was served for {data!r}"
+                expected = _expected_status(target, static, HttpError, RequestParser, data)
+                status = int(answer.split(b" ", 2)[1]) if answer else None
+                if expected in target.ERROR_STATUSES:
+                    assert status in target.ERROR_STATUSES, (data, answer[:200])
+                else:
+                    assert status == expected, (data, answer[:300])
+                FAULTS["hostile bytes over the wire: http requests"] += 1
+            assert "handler failed" not in server.log_text(), server.log_text()[-3000:]
+        seed += 1000  # fresh mutations until the deadline (none by default)
+        inputs = hostile_inputs("http", 1000, seed)[-1000:] if time.monotonic() < deadline else []
     assert wait_until(lambda: fd_count(server.pid) == baseline, 15)
 
 

@@ -130,9 +130,30 @@ def test_http_target_notices_an_escape_from_the_root(monkeypatch):
     target = load_target("http")
     from reactor.http import static
 
-    monkeypatch.setattr(static, "_is_inside", lambda root, path: True)
+    def unconfined(root_fd, root_real, names):  # follows any symlink, as open() does
+        fd = os.open(os.path.join(root_real, *names), static.FILE_FLAGS)
+        return fd, os.fstat(fd)
+
+    monkeypatch.setattr(static, "open_beneath", unconfined)
     with pytest.raises(AssertionError, match="outside the root"):
         target.check(b"\x01/out")  # a symlink to the secret beside the root
+
+
+def test_http_target_notices_a_handler_exception(monkeypatch):
+    """The glue is driven too: an exception that reaches the reactor's catch-all
+    (here an impossible date that crashes the date parser) is a finding."""
+    target = load_target("http")
+    from reactor.http import static
+
+    def strict(year, month, day, hh, mm, ss):
+        from calendar import timegm
+
+        return timegm((year, static._MONTH_NUMBER[month], day, hh, mm, ss, 0, 0, 0))
+
+    monkeypatch.setattr(static, "_to_epoch", strict)
+    seed = (FUZZ / "corpus" / "http" / "year-0000-if-modified-since.txt").read_bytes()
+    with pytest.raises((AssertionError, ValueError)):
+        target.check(seed)
 
 
 def test_http_target_notices_a_parser_reading_past_its_input(monkeypatch):

@@ -28,6 +28,17 @@ from reactor.http.static import (
     resolve,
 )
 
+
+@pytest.fixture(autouse=True, params=["openat2", "walk"])
+def confinement(request, monkeypatch) -> str:
+    """Every test runs with both confinements: the kernel's (openat2 RESOLVE_BENEATH)
+    and the walk that replaces it where openat2 is missing."""
+    if request.param == "openat2" and static.CONFINE != "openat2":
+        pytest.skip("openat2 is not available here")
+    monkeypatch.setattr(static, "CONFINE", request.param)
+    return request.param
+
+
 # --- a file tree with traps ----------------------------------------------------------------
 
 
@@ -292,6 +303,12 @@ def test_parse_http_date_accepts_the_three_formats(text):
         "Sun, 6 Nov 1994 08:49:37 GMT",
         "Sun, \u0660\u0666 Nov 1994 08:49:37 GMT",  # Arabic-Indic digits are not DIGIT
         "1994-11-06T08:49:37Z",
+        "Sat, 01 Jan 0000 00:00:00 GMT",  # no year 0 in any calendar timegm knows
+        "Sat Jan  1 00:00:00 0000",
+        "Mon, 31 Feb 2026 00:00:00 GMT",  # days the month does not have
+        "Mon Feb 29 00:00:00 2026",
+        "Monday, 31-Apr-26 00:00:00 GMT",
+        "Mon, 00 Jan 2026 00:00:00 GMT",
     ],
 )
 def test_parse_http_date_rejects_others(text):
@@ -670,3 +687,33 @@ def test_http_errors_render_through_error_response(root):
     error = caught.value
     data = error_response(error.status, error.reason, keep_alive=True, extra_headers=error.headers)
     assert read_response(data).getheader("Location") == "/sub/"
+
+
+@pytest.mark.parametrize("field", ["If-Modified-Since", "If-Unmodified-Since", "If-Range"])
+@pytest.mark.parametrize(
+    "date", ["Sat, 01 Jan 0000 00:00:00 GMT", "Sat Jan  1 00:00:00 0000", "Mon, 30 Feb 2026 1:2:3"]
+)
+def test_an_impossible_date_in_a_condition_is_ignored(data_file, field, date):
+    """RFC 9110 §13.1.3-§13.1.5: an invalid date makes the condition ignored (never
+    an exception that would cost the connection its pipelined requests)."""
+    result, response = run_plan(data_file, f"{field}: {date}", "Range: bytes=0-1")
+    assert result.status == (200 if field == "If-Range" else 206)
+
+
+def test_without_openat2_the_walk_takes_over(root, monkeypatch):
+    """ENOSYS (a kernel before 5.6, or a seccomp filter) switches to the walk for good;
+    the answers stay the same."""
+    import errno
+
+    calls = []
+
+    def no_openat2(dirfd, path, flags):
+        calls.append(path)
+        return -errno.ENOSYS
+
+    monkeypatch.setattr(static, "_openat2", no_openat2)
+    monkeypatch.setattr(static, "CONFINE", "openat2")
+    assert resolve(root, "/link_dir_in/deep.css") == os.path.join(root, "sub", "deep.css")
+    assert static.CONFINE == "walk" and len(calls) == 1
+    assert status_of(root, "/link_dir_out/secret.txt") == 404
+    assert len(calls) == 1  # not asked again

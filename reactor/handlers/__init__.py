@@ -37,12 +37,16 @@ class NotBuiltError(RuntimeError):
 
 def describe_implementations() -> str:
     """Which implementation each C-accelerated part runs: "c", or "python" (the
-    fallback of a missing build, or a switch made with its package's use())."""
+    fallback of a missing build, or a switch made with its package's use());
+    static-file confinement: "openat2" (the kernel's), or "walk" (see http/static.py)."""
     from .. import loop
-    from ..http import request
+    from ..http import request, static
     from ..ws import native
 
-    return f"websocket={native.active} http-head={request.HEAD_SCANNER} socket-io={loop.IO_HELPER}"
+    return (
+        f"websocket={native.active} http-head={request.HEAD_SCANNER} socket-io={loop.IO_HELPER} "
+        f"static-confine={static.CONFINE}"
+    )
 
 
 def load(proto: str) -> ModuleType:

@@ -15,6 +15,10 @@ One connection's life:
   a pipelined flood cannot make us build responses faster than the client
   reads them. Bytes that arrive meanwhile wait in ``ctx.buf`` and reading is
   paused, so that buffer is bounded by one read (the reactor's 256 KiB).
+- Files: ``http.static.open_target`` opens each one confined to the root by
+  the kernel (openat2 RESOLVE_BENEATH, or a walk holding a descriptor per
+  directory) and everything is served from that descriptor, never reopened
+  by name; dot-files are 404 unless ``--serve-hidden``.
 - Bodies: small files are read once and cached; their head and body leave
   in one write. Larger ones: the head with MSG_MORE, then ``os.sendfile``, continued from
   ``on_writable`` after EAGAIN, at most SENDFILE_TURN bytes per turn so one
@@ -37,10 +41,8 @@ One connection's life:
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
 import os
-import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -48,7 +50,7 @@ from typing import Any
 
 from ..handler import Handler
 from ..http.request import HttpError, Request, RequestParser
-from ..http.static import Redirect, error_response, plan, resolve
+from ..http.static import Redirect, error_response, open_target, plan
 from ..loop import Connection, Reactor
 from . import warn_if_head_scanner_missing
 
@@ -65,14 +67,17 @@ DEFAULT_KEEPALIVE_TIMEOUT = 75.0  # seconds an idle persistent connection is kep
 SENDFILE_TURN = 4 * 1024 * 1024  # bytes per on_writable turn: fairness between fast readers
 SMALL_FILE = 32 * 1024  # files up to this size are read and cached, head+body in one write
 CACHE_BYTES = 16 * 1024 * 1024  # small-file cache per worker: 512+ hot files at the largest size
-# Targets answered from the small-file cache during the current second: their path
-# resolution and stat are reused until the second changes, so a change on disk is seen
-# within a second (nginx's open_file_cache_valid, at 1 s). Resolving costs two lstat
-# calls per request (30% of the server's time on a 1 KiB file under wrk). Bounded so
-# that a flood of distinct targets cannot grow it.
+# Targets answered from the small-file cache during the current second: their confined
+# open and fstat are reused until the second changes, so a change on disk is seen
+# within a second (nginx's open_file_cache_valid, at 1 s). Opening, fstat and close
+# cost three syscalls per request, a large share of the server's time on a 1 KiB file
+# under wrk. This cannot serve bytes from outside the root: an entry holds only what
+# the cache held, and the cache only ever holds bytes read from a descriptor that the
+# confined open returned (see FileCache). What the shortcut may do is answer with the
+# previous version for the rest of the second after a change (a rewrite, a chmod, a
+# directory swapped for a symlink); from the next second every request is opened
+# again. Bounded so that a flood of distinct targets cannot grow it.
 RECENT_TARGETS = 4096
-OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # resolve()'s contract
-OUT_OF_FDS = (errno.EMFILE, errno.ENFILE)
 
 
 class HttpState:
@@ -109,24 +114,46 @@ class HttpState:
         self.body_length = 0
 
 
+def cache_key(st: os.stat_result) -> tuple:
+    """What fstat of a confined descriptor proves about one version of a file: which
+    inode it is, its content version (mtime, ctime, size: any write or truncate
+    changes one of them) and who may read it (mode, owner, group: a chmod or chown
+    also changes ctime, covering ACLs)."""
+    return (
+        st.st_dev,
+        st.st_ino,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+        st.st_size,
+        st.st_mode,
+        st.st_uid,
+        st.st_gid,
+    )
+
+
 class FileCache:
-    """Contents of small files by (path, inode, mtime_ns, size): a changed file
-    gets a new key, so a stale body is never served; old keys age out oldest
-    first once the byte budget is spent."""
+    """Contents of small files by cache_key() of the descriptor they were read from.
+
+    Filled only from descriptors that the confined open returned, and only when
+    fstat after the read gives the same key as before it (the file did not change
+    meanwhile), so it never holds bytes from outside the root nor a torn version.
+    Looked up only with the fstat of a fresh confined open: the open itself proves
+    that the server may still read the file, the key that it is the same version.
+    Old keys age out oldest first once the byte budget is spent."""
 
     def __init__(self, budget: int = CACHE_BYTES) -> None:
         self.budget = budget
         self.used = 0
         self.entries: dict[tuple, bytes] = {}
 
-    def get(self, path: str, st: os.stat_result) -> bytes | None:
-        return self.entries.get((path, st.st_ino, st.st_mtime_ns, st.st_size))
+    def get(self, st: os.stat_result) -> bytes | None:
+        return self.entries.get(cache_key(st))
 
-    def put(self, path: str, st: os.stat_result, content: bytes) -> None:
+    def put(self, st: os.stat_result, content: bytes) -> None:
         entries = self.entries
         while entries and self.used + len(content) > self.budget:
             self.used -= len(entries.pop(next(iter(entries))))
-        entries[(path, st.st_ino, st.st_mtime_ns, st.st_size)] = content
+        entries[cache_key(st)] = content
         self.used += len(content)
 
 
@@ -142,11 +169,15 @@ class HttpHandler(Handler):
         keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
         access_log_enabled: bool = True,
         upgrade: Upgrade | None = None,
+        serve_hidden: bool = False,
     ) -> None:
         self.reactor = reactor
         self.root_real = os.path.realpath(root)
-        if not os.path.isdir(self.root_real):
-            raise SystemExit(f"--root {root}: not a directory")
+        try:  # every file is opened relative to this descriptor, confined to it
+            self.root_fd = os.open(self.root_real, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            raise SystemExit(f"--root {root}: not a directory") from None
+        self.serve_hidden = serve_hidden
         self.header_timeout = header_timeout
         self.keepalive_timeout = keepalive_timeout
         self.log_access = access_log_enabled and access_log.isEnabledFor(logging.INFO)
@@ -287,38 +318,60 @@ class HttpHandler(Handler):
                 conn.close_after_flush(linger=True)
             return keep_alive
         try:
-            path = resolve(self.root_real, request.target)
-            done = self._send_file(conn, ctx, request, path, keep_alive)
+            fd, st, name = open_target(
+                self.root_fd, self.root_real, request.target, serve_hidden=self.serve_hidden
+            )
         except HttpError as exc:  # from a well-framed request: the connection may persist
             self._send_error(conn, ctx, request, exc, keep_alive)
             done = True
+        else:
+            done, keep_alive = self._send_file(conn, ctx, request, fd, st, name, keep_alive)
         if done and not keep_alive:
             conn.close_after_flush(linger=True)  # unread pipelined input must not reset it
         return keep_alive
 
     def _send_file(
-        self, conn: Connection, ctx: HttpState, request: Request, path: str, keep_alive: bool
-    ) -> bool:
-        """Start the response for a resolved path; True when it is all handed over."""
-        st = _lstat_or_none(path)  # a cache hit needs no open: the key proves the version
-        if st is not None and stat.S_ISREG(st.st_mode) and st.st_size <= SMALL_FILE:
-            content = self.cache.get(path, st)
-            if content is not None:
-                self._remember(request.target, path, st, content)
-                self._send_small(conn, ctx, request, path, st, content, keep_alive)
-                return True
-        fd, st = self._open(path)
-        if st.st_size <= SMALL_FILE:
-            try:
-                content = _read_all(fd, st.st_size)
-            finally:
-                os.close(fd)
-            if len(content) == st.st_size:  # else it changed while read: not cached
-                self.cache.put(path, st, content)
-                self._remember(request.target, path, st, content)
-            self._send_small(conn, ctx, request, path, st, content, keep_alive)
-            return True
-        return self._start_body(conn, ctx, request, path, fd, st, keep_alive)
+        self,
+        conn: Connection,
+        ctx: HttpState,
+        request: Request,
+        fd: int,
+        st: os.stat_result,
+        name: str,
+        keep_alive: bool,
+    ) -> tuple[bool, bool]:
+        """Start the response from the confined descriptor ``fd`` (ours to close).
+        Returns (all handed over, keep-alive): a file that shrank while read
+        turns keep-alive off."""
+        if st.st_size > SMALL_FILE:
+            return self._start_body(conn, ctx, request, name, fd, st, keep_alive), keep_alive
+        try:
+            content = self.cache.get(st)
+            if content is None:
+                content, st, cached = self._read_small(fd, st)
+            else:
+                cached = True
+        finally:
+            os.close(fd)
+        if cached:
+            self._remember(request.target, name, st, content)
+        elif len(content) < st.st_size:  # still changing: the head promises more than we have
+            keep_alive = False
+        self._send_small(conn, ctx, request, name, st, content, keep_alive)
+        return True, keep_alive
+
+    def _read_small(self, fd: int, st: os.stat_result) -> tuple[bytes, os.stat_result, bool]:
+        """(content, the stat to answer with, whether it was cached). A file that
+        changes while read is not cached; when it shrank, fstat after the read
+        describes the bytes read, and when even that one promises more (it is still
+        changing) the caller closes the connection after the short body: a
+        Content-Length that is not kept would swallow the next response."""
+        content = _read_all(fd, st.st_size)
+        after = os.fstat(fd)
+        if cache_key(after) == cache_key(st) and len(content) == st.st_size:
+            self.cache.put(st, content)
+            return content, st, True
+        return content, (st if len(content) == st.st_size else after), False
 
     def _remember(self, target: str, path: str, st: os.stat_result, content: bytes) -> None:
         if len(self.recent) < RECENT_TARGETS:
@@ -373,19 +426,6 @@ class HttpHandler(Handler):
             conn.write(response.head)
         if self.log_access:
             self._log(ctx, request, response.status, response.length)
-
-    def _open(self, path: str) -> tuple[int, os.stat_result]:
-        try:
-            fd = os.open(path, OPEN_FLAGS)  # O_NOFOLLOW: no symlink swapped in since resolve
-        except OSError as exc:
-            if exc.errno in OUT_OF_FDS:
-                raise HttpError(503, "out of file descriptors") from None
-            raise HttpError(404, "not found") from None
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):  # a FIFO or device swapped in since resolve
-            os.close(fd)
-            raise HttpError(404, "not a regular file")
-        return fd, st
 
     # ---- bodies -------------------------------------------------------------
 
@@ -531,13 +571,6 @@ def _peer_host(peer: Any) -> str | None:
     return peer[0] if isinstance(peer, tuple) and peer else None
 
 
-def _lstat_or_none(path: str) -> os.stat_result | None:
-    try:
-        return os.lstat(path)
-    except OSError:
-        return None  # let the open report it
-
-
 def _read_all(fd: int, size: int) -> bytes:
     chunks, got = [], 0
     while got < size:
@@ -567,6 +600,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds an idle keep-alive connection is kept open (0: until --idle-timeout)",
     )
     add("--quiet", action="store_true", help="no access log (one line per request otherwise)")
+    add(
+        "--serve-hidden",
+        action="store_true",
+        help="serve dot-files and dot-directories such as .git/ and .env (by default any "
+        "path component starting with '.' is 404, except the top-level /.well-known/)",
+    )
 
 
 def make_handler(
@@ -581,4 +620,5 @@ def make_handler(
         keepalive_timeout=options.keepalive_timeout,
         access_log_enabled=not options.quiet,
         upgrade=upgrade,
+        serve_hidden=options.serve_hidden,
     )

@@ -1,4 +1,4 @@
-"""Fuzz target: the HTTP request-head parser and the static path resolver.
+"""Fuzz target: the HTTP request-head parser, the static path resolver and the glue.
 
 Input: byte 0 picks the configuration, the rest is what a client sent.
     bit 0     the bytes are a bare request target for the resolver, not a request
@@ -20,25 +20,35 @@ Invariants:
   and its error response is well framed.
 - The resolver returns only a regular file inside the root, with no symlink
   left in its path, never the secrets placed beside the root (reached through
-  symlinks, "..", %2e%2e, encoded separators...); otherwise 400, 404 or a 301
-  to a local path. The response plan stays inside the file.
+  symlinks, "..", %2e%2e, encoded separators...) nor a dot-file; otherwise
+  400, 404 or a 301 to a local path. The response plan stays inside the file;
+  an impossible date in a condition is ignored, never an exception.
+- A handler exception is a finding: the whole input goes through the real glue
+  (reactor.handlers.static on a real Reactor, over a socketpair, then FIN), and
+  the reactor's per-connection catch-all must never fire ("handler failed").
+  What the glue answers is a sequence of well-framed responses, then EOF, and
+  never holds a secret.
 """
 
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import re
 import shutil
+import socket
 import stat
 import tempfile
 
 from _harness import instrumented
 
 with instrumented(__name__ == "__main__"):
+    from reactor.handlers.static import HttpHandler
     from reactor.http import request as request_module
     from reactor.http import static
     from reactor.http.request import MAX_FIELDS, MAX_TARGET, HttpError, RequestParser
+    from reactor.loop import Reactor
 
 NAME = "http"
 ERROR_STATUSES = {400, 405, 413, 414, 431, 501, 505}  # what http/request.py may answer
@@ -55,7 +65,8 @@ def build_tree() -> tuple[str, str]:
     base = os.path.realpath(tempfile.mkdtemp(prefix="reactor-fuzz-http-"))
     atexit.register(shutil.rmtree, base, True)
     root = os.path.join(base, "root")
-    for folder in ("root/sub/deeper", "root/empty", "outside", "root-sibling", "root/%2e"):
+    folders = ("root/sub/deeper", "root/sub/.git", "root/.well-known", "root/empty", "outside")
+    for folder in (*folders, "root-sibling", "root/%2e"):
         os.makedirs(os.path.join(base, folder))
     files = {
         "root/index.html": b"<h1>home</h1>",
@@ -65,6 +76,9 @@ def build_tree() -> tuple[str, str]:
         "root/\u00fc.txt": b"u",
         "root/sub/index.html": b"sub",
         "root/sub/deeper/x.css": b"x{}",
+        "root/.env": SECRET,
+        "root/sub/.git/config": SECRET,
+        "root/.well-known/security.txt": b"Contact: x",
         "secret.txt": SECRET,
         "outside/secret.txt": SECRET,
         "root-sibling/secret.txt": SECRET,
@@ -82,6 +96,8 @@ def build_tree() -> tuple[str, str]:
         "root/sub/up": "../../secret.txt",
         "root/loop": "loop",
         "root/dangling": "missing",
+        "root/abs_in": os.path.join(base, "root", "a.txt"),
+        "root/up_and_in": "../root/a.txt",  # leaves the root on the way: refused
     }
     for name, target in links.items():
         os.symlink(target, os.path.join(base, name))
@@ -90,6 +106,7 @@ def build_tree() -> tuple[str, str]:
 
 
 ROOT, BASE = build_tree()
+ROOT_FD = os.open(ROOT, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
 
 
 def parse_all(parser: RequestParser, buf, start: int, end: int) -> tuple:
@@ -190,12 +207,12 @@ def check_plan(outcome: tuple) -> None:
     """The response plan for a resolved request stays within the file."""
     _, method, target, version, headers, _ = outcome
     try:
-        path = static.resolve(ROOT, target)
+        fd, st, name = static.open_target(ROOT_FD, ROOT, target)
     except HttpError:
         return
+    os.close(fd)
     request = static.Request(method, target, version, headers)
-    st = os.stat(path)
-    plan = static.plan(request, path, st, NOW)
+    plan = static.plan(request, name, st, NOW)
     assert plan.status in PLAN_STATUSES
     assert 0 <= plan.offset and plan.offset + plan.length <= st.st_size
     if method == "HEAD":
@@ -205,12 +222,104 @@ def check_plan(outcome: tuple) -> None:
     assert plan.head.endswith(b"\r\n\r\n") and plan.head.count(b"\r\n\r\n") == 1
 
 
+class CatchAll(logging.Handler):
+    """Records what reaches the reactor's per-connection catch-all."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+class Glue:
+    """The static-file handler on a real reactor, fed one input per connection."""
+
+    def __init__(self) -> None:
+        self.reactor = Reactor()
+        self.handler = HttpHandler(
+            self.reactor, ROOT, header_timeout=0, keepalive_timeout=0, access_log_enabled=False
+        )
+        self.catch_all = CatchAll()
+        logging.getLogger("reactor").addHandler(self.catch_all)
+
+    def answer(self, payload: bytes) -> bytes:
+        """Send the payload then FIN; everything the server wrote until its EOF."""
+        self.catch_all.records.clear()
+        ours, theirs = socket.socketpair()
+        with theirs:
+            ours.setblocking(False)
+            self.reactor.add_connection(ours.detach(), self.handler)
+            theirs.sendall(payload)
+            theirs.shutdown(socket.SHUT_WR)
+            theirs.setblocking(False)
+            out = bytearray()
+            for _ in range(100_000):  # bounded: a hang is a finding too
+                self.reactor.run_once(0)
+                try:
+                    chunk = theirs.recv(1 << 16)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    break
+                out += chunk
+            else:
+                raise AssertionError("the glue never closed the connection")
+        failures = self.catch_all.records
+        assert not failures, (
+            "handler exception: " + failures[0].getMessage() + repr(failures[0].exc_info)
+        )
+        return bytes(out)
+
+
+_glue: Glue | None = None
+
+
+def check_glue(payload: bytes) -> None:
+    """The real handler answers with well-framed responses only, no secret, no exception."""
+    global _glue
+    if _glue is None:
+        _glue = Glue()
+    answer = _glue.answer(payload)
+    assert SECRET not in answer, "a secret was served"
+    methods = request_methods(payload)
+    pos = 0
+    for index in range(len(answer)):  # at most one response per byte: a bound, not a count
+        if pos == len(answer):
+            break
+        end = answer.find(b"\r\n\r\n", pos)
+        assert end > 0, f"an unterminated head at {pos}: {answer[pos : pos + 100]!r}"
+        head = answer[pos : end + 2].decode("latin-1")
+        assert re.match(r"HTTP/1\.1 \d{3} [A-Za-z -]+\r\n", head), head[:80]
+        length = re.search(r"\r\nContent-Length: (\d+)\r\n", head)
+        assert length or head[9:12] == "304", f"no Content-Length: {head!r}"
+        is_head = index < len(methods) and methods[index] == "HEAD"
+        pos = end + 4 + (0 if is_head or length is None else int(length.group(1)))
+        assert pos <= len(answer), "a body shorter than its Content-Length"
+
+
+def request_methods(payload: bytes) -> list[str]:
+    """The methods of the complete requests at the start of the input, in order."""
+    parser, methods, pos = RequestParser(), [], 0
+    while pos < len(payload):
+        try:
+            request, pos = parser.parse(payload, pos, len(payload))
+        except HttpError:
+            break
+        if request is None:
+            break
+        methods.append(request.method)
+    return methods
+
+
 def check(data: bytes) -> str:
     options = data[0] if data else 0
     payload = data[1:]
     if options & 1:  # a bare target: visible ASCII only, as the parser guarantees
         target = bytes(b for b in payload if 0x21 <= b <= 0x7E).decode("ascii") or "/"
         return check_resolve(target)
+    check_glue(payload)
     whole = parse_all(RequestParser(), payload, 0, len(payload))
     assert without_head_scanner(payload) == whole, "the C head scanner disagrees with Python"
     step = 1 + (options >> 1) % 64

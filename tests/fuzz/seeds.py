@@ -154,6 +154,20 @@ def http() -> dict[str, bytes]:
         "space-before-colon": get + b"X-A : 1\r\n\r\n",
         "traversal-request": b"GET /sub/../../secret.txt HTTP/1.1\r\nHost: x\r\n\r\n",
         "encoded-traversal-request": b"GET /%2e%2e/%2e%2e/secret.txt HTTP/1.1\r\nHost: x\r\n\r\n",
+        # dates no calendar holds, in each condition and format, then a request behind
+        "year-0000-if-modified-since": get
+        + b"If-Modified-Since: Sat, 01 Jan 0000 00:00:00 GMT\r\n\r\n"
+        + get
+        + b"\r\n",
+        "year-0000-if-unmodified-since-asctime": get
+        + b"If-Unmodified-Since: Sat Jan  1 00:00:00 0000\r\n\r\n"
+        + get
+        + b"\r\n",
+        "feb-31-if-range-rfc850": get
+        + b"If-Range: Tuesday, 31-Feb-26 00:00:00 GMT\r\nRange: bytes=0-1\r\n\r\n",
+        "dot-file-pipelined": b"GET /.env HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"HEAD /.well-known/security.txt HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /sub/.git/config HTTP/1.1\r\nHost: x\r\n\r\n",
     }
     seeds = {f"{name}.txt": b"\x02" + request for name, request in requests.items()}
     seeds["rfc9112-example-bytewise.txt"] = b"\x00" + requests["rfc9112-example"]
@@ -187,6 +201,12 @@ def http() -> dict[str, bytes]:
         "//etc/passwd",
         "/sub/?q=1#frag",
         "/a.txt/",
+        "/.env",
+        "/%2eenv",
+        "/sub/.git/config",
+        "/.well-known/security.txt",
+        "/abs_in",
+        "/up_and_in",
     ]
     for i, target in enumerate(targets):
         seeds[f"target-{i:02d}.txt"] = b"\x01" + target.encode()
