@@ -38,6 +38,7 @@ import re
 from collections.abc import Sequence
 
 from .. import rfc9110
+from ..native import Switch
 
 try:  # the common-case scanner in C (http/csrc/head.c), built by pip install
     from ._speedups import ffi as _ffi
@@ -94,6 +95,17 @@ _CR, _LF = 13, 10
 # alone); switched with use(). The glue says which at start.
 HEAD_SCANNER = "python" if _lib is None else "c"
 _scan_head = None if _lib is None else _lib.http_scan_head
+
+
+def _rebind(implementation: str) -> None:
+    global HEAD_SCANNER, _scan_head
+    HEAD_SCANNER = implementation
+    _scan_head = _lib.http_scan_head if implementation == "c" else None
+
+
+switch = Switch("reactor.http._speedups", lambda: _lib)
+switch.on_switch(_rebind)
+use = switch.use  # "c" (when built) or "python": tests and benchmarks compare the two
 if _lib is not None:
     _SCAN_INFO = _ffi.new("int32_t[2]")  # method, minor version
     _SCAN_INFO_VIEW = memoryview(_ffi.buffer(_SCAN_INFO)).cast("i")
@@ -102,18 +114,6 @@ if _lib is not None:
     _SCAN_PIECES_SIZE = MAX_REQUEST_LINE + MAX_FIELDS_SIZE
     _SCAN_PIECES = _ffi.new("unsigned char[]", _SCAN_PIECES_SIZE)
     _SCAN_PIECES_VIEW = memoryview(_ffi.buffer(_SCAN_PIECES))
-
-
-def use(name: str) -> None:
-    """Read common heads with the C scanner (``"c"``, when built) or with the
-    Python path alone (``"python"``): tests and benchmarks compare the two."""
-    global HEAD_SCANNER, _scan_head
-    if name not in ("c", "python"):
-        raise ValueError(f"unknown implementation {name!r}")
-    if name == "c" and _lib is None:
-        raise RuntimeError("reactor.http._speedups is not built (reinstall with a C compiler)")
-    HEAD_SCANNER = name
-    _scan_head = _lib.http_scan_head if name == "c" else None
 
 
 _SCANNED_METHODS = ("GET", "HEAD")

@@ -55,6 +55,7 @@ from os import O_NONBLOCK
 from typing import Any
 
 from .handler import Handler
+from .native import Switch
 from .timers import Timer, Timers
 
 try:  # built by pip install (reactor/csrc); without it: os.write, one packet more per close
@@ -69,16 +70,15 @@ IO_HELPER = "python" if _io_lib is None else "c"
 _send_more = None if _io_lib is None else _io_lib.rx_send_more
 
 
-def use(name: str) -> None:
-    """Run the reactor's socket helper in C (``"c"``, when built) or in Python
-    (``"python"``): tests compare the two."""
+def _rebind(implementation: str) -> None:
     global IO_HELPER, _send_more
-    if name not in ("c", "python"):
-        raise ValueError(f"unknown implementation {name!r}")
-    if name == "c" and _io_lib is None:
-        raise RuntimeError("reactor._io is not built (reinstall with a C compiler)")
-    IO_HELPER = name
-    _send_more = _io_lib.rx_send_more if name == "c" else None
+    IO_HELPER = implementation
+    _send_more = _io_lib.rx_send_more if implementation == "c" else None
+
+
+switch = Switch("reactor._io", lambda: _io_lib)
+switch.on_switch(_rebind)
+use = switch.use  # "c" (when built) or "python": tests compare the two
 
 
 EPOLLIN = select.EPOLLIN

@@ -59,8 +59,9 @@ def test_reactor_core_imports_no_protocol(path):
     assert not forbidden(names, ("reactor.ws", "reactor.http", "reactor.handlers"))
 
 
-# The HTTP field grammar both protocol layers read (one owner for it); a leaf.
-SHARED_GRAMMAR = "reactor.rfc9110"
+# Leaves both protocol layers may import: the HTTP field grammar they both read, and
+# the switch between a package's C routines and Python (one owner for each).
+SHARED_LEAVES = ("reactor.rfc9110", "reactor.native")
 
 
 def outside(names: set[str], own: str) -> set[str]:
@@ -69,8 +70,7 @@ def outside(names: set[str], own: str) -> set[str]:
         n
         for n in forbidden(names, ("reactor",))
         if not n.startswith(own)
-        and n != SHARED_GRAMMAR
-        and not n.startswith(SHARED_GRAMMAR + ".")
+        and not any(n == leaf or n.startswith(leaf + ".") for leaf in SHARED_LEAVES)
         and n != "reactor"  # "from .. import rfc9110" names the package itself
     }
 
@@ -87,9 +87,11 @@ def test_http_imports_neither_ws_nor_the_reactor(path):
     assert not forbidden(names, ("reactor.ws",)) | outside(names, "reactor.http")
 
 
-def test_the_shared_grammar_is_a_leaf():
-    names = imported_modules(CORE / "rfc9110.py", "reactor")
-    assert not forbidden(names, ("reactor",)), "rfc9110 may import the standard library only"
+@pytest.mark.parametrize("leaf", SHARED_LEAVES)
+def test_the_shared_modules_are_leaves(leaf):
+    path = CORE / (leaf.split(".")[-1] + ".py")
+    names = imported_modules(path, "reactor")
+    assert not forbidden(names, ("reactor",)), f"{leaf} may import the standard library only"
 
 
 def test_layer_check_catches_a_forbidden_edge(tmp_path):
