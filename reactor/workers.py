@@ -81,6 +81,7 @@ def run_worker(
     )
     try:
         reactor.run()
+        reactor.finish(options.shutdown_timeout)  # thread work still running
     finally:
         reactor.dispose()
     log.info("stopped")

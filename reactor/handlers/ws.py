@@ -52,9 +52,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from threading import get_ident
 from typing import Any
 
 from ..app import CLOSE_INTERNAL_ERROR, callbacks, load_app, make_app
+from ..concurrency import DEFAULT_THREADS, ReactorFuture, ThreadPool
 from ..handler import Handler
 from ..http.request import HttpError, Request, RequestParser
 from ..http.static import error_response
@@ -146,13 +148,15 @@ class WebSocketConnection(ServerProtocol):
         """Queue a text (str) or binary message; see app.Connection.send."""
         if self._state is not OPEN:
             return False
+        handler = self.handler
+        if get_ident() != handler.reactor.loop_thread:  # never touch another read's cork
+            return self._send_from_thread(message)
         if type(message) is bytes:
             payload, headers, opcode = message, _BINARY_HEADERS, OP_BINARY
         elif isinstance(message, str):
             payload, headers, opcode = message.encode(), _TEXT_HEADERS, OP_TEXT
         else:
             payload, headers, opcode = _as_bytes(message), _BINARY_HEADERS, OP_BINARY
-        handler = self.handler
         if handler._corked is self:  # answering its own input: one write after the read
             parts = handler._parts
             size = len(payload)
@@ -166,9 +170,24 @@ class WebSocketConnection(ServerProtocol):
             return True
         return self._push(serialize_frame(opcode, payload))
 
+    def _send_from_thread(self, message: Any) -> bool:
+        """The frame is built here, in the caller's thread; the reactor thread
+        only writes it. Calls from one thread keep their order (one FIFO)."""
+        frame = _data_frame(message)
+        self.handler.reactor.call_soon_threadsafe(self._push_if_open, frame)
+        return True
+
+    def _push_if_open(self, frame: bytes) -> None:
+        if self._state is OPEN:  # it may have closed since the other thread sent
+            self._push(frame)
+
     def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Start the closing handshake; TCP closes when the peer answers, or
         after --close-timeout. No-op once closing."""
+        reactor = self.handler.reactor
+        if get_ident() != reactor.loop_thread:
+            reactor.call_soon_threadsafe(self.close, code, reason)
+            return
         frame = ServerProtocol.close(self, code, reason)  # validates code and reason
         if frame:
             self._emit(frame)
@@ -177,6 +196,12 @@ class WebSocketConnection(ServerProtocol):
     def ping(self, payload: bytes = b"") -> bool:
         if self._state is not OPEN:
             return False
+        reactor = self.handler.reactor
+        if get_ident() != reactor.loop_thread:
+            if len(payload) > 125:  # the caller's mistake is raised to the caller (§5.5)
+                raise ValueError("a ping payload is at most 125 bytes")
+            reactor.call_soon_threadsafe(self.ping, bytes(payload))
+            return True
         self._emit(ServerProtocol.ping(self, payload))  # validates the 125-byte limit
         return True
 
@@ -196,6 +221,18 @@ class WebSocketConnection(ServerProtocol):
         handler = self.handler
         corked = sum(map(len, handler._parts)) if handler._corked is self else 0
         return self._conn.pending() + corked
+
+    @property
+    def writable(self) -> bool:
+        """False while buffered output is over the high-water mark: stop
+        producing until ``on_drain``, which this arranges (reactor thread only)."""
+        handler = self.handler
+        if self in handler._draining:
+            return False
+        if self._state is not OPEN or self.buffered_amount < handler.high_water:
+            return self._state is OPEN
+        handler._await_drain(self)
+        return False
 
     # ---- output ------------------------------------------------------------
 
@@ -219,6 +256,8 @@ class WebSocketConnection(ServerProtocol):
             self._overflow()
             return False
         conn.write(frame)
+        if conn.out is not None and len(conn.out) > handler.high_water:
+            handler._await_drain(self)
         return True
 
     def _overflow(self) -> None:
@@ -256,7 +295,9 @@ class WebSocketConnection(ServerProtocol):
         self.handler._final = True  # _flush closes TCP with it
 
     def on_close(self, code: int, reason: str) -> None:
-        self.handler.open_count -= 1
+        handler = self.handler
+        handler.open_count -= 1
+        handler._draining.discard(self)
         try:
             self._app_close(self, code, reason)
         except Exception:
@@ -271,6 +312,12 @@ class WebSocketConnection(ServerProtocol):
         )
         if self._state is OPEN:
             self.close(CLOSE_INTERNAL_ERROR, "internal error")
+
+
+def _data_frame(message: Any) -> bytes:
+    if isinstance(message, str):
+        return serialize_frame(OP_TEXT, message.encode())
+    return serialize_frame(OP_BINARY, _as_bytes(message))
 
 
 def _as_bytes(message: Any) -> bytes:
@@ -308,10 +355,14 @@ class WebSocketServer:
         self.connections = LiveConnections(handler)
 
     def broadcast(self, message: str | bytes | bytearray | memoryview) -> int:
-        if isinstance(message, str):
-            frame = serialize_frame(OP_TEXT, message.encode())
-        else:
-            frame = serialize_frame(OP_BINARY, _as_bytes(message))  # built once for all
+        frame = _data_frame(message)  # built once for all
+        reactor = self._handler.reactor
+        if get_ident() != reactor.loop_thread:
+            reactor.call_soon_threadsafe(self._broadcast_frame, frame)
+            return 0  # the count is known only on the reactor thread
+        return self._broadcast_frame(frame)
+
+    def _broadcast_frame(self, frame: bytes) -> int:
         sent = 0
         for ws in self.connections:
             if ws._state is OPEN and ws._push(frame):
@@ -323,6 +374,20 @@ class WebSocketServer:
 
     def call_every(self, interval: float, callback: Any, *args: Any) -> Timer:
         return self._handler.reactor.call_every(interval, callback, *args)
+
+    def call_soon_threadsafe(self, callback: Any, *args: Any) -> None:
+        self._handler.reactor.call_soon_threadsafe(callback, *args)
+
+    def run_in_thread(self, fn: Any, *args: Any) -> ReactorFuture:
+        return self._handler.pool.submit(fn, *args)
+
+    @property
+    def high_water(self) -> int:
+        return self._handler.high_water
+
+    @property
+    def low_water(self) -> int:
+        return self._handler.reactor.low_water
 
 
 class LiveConnections:
@@ -360,6 +425,7 @@ class WebSocketHandler(Handler):
         header_timeout: float = DEFAULT_HEADER_TIMEOUT,
         subprotocols: tuple[str, ...] = (),
         origins: list[str | None] | None = None,
+        threads: int = DEFAULT_THREADS,
     ) -> None:
         self.reactor = reactor
         # The receive buffer prepared once for the C routines (every on_data
@@ -378,6 +444,10 @@ class WebSocketHandler(Handler):
         self._parts: list[bytes] = []  # its frames (no copies), written once per read
         self._gather = False  # a part is large: writev them rather than join
         self._final = False  # the parts end with the reply to the peer's close
+        self.high_water = reactor.high_water  # flow control: see _await_drain
+        self._draining: set[WebSocketConnection] = set()  # over high water, owed on_drain
+        self.pool = ThreadPool(reactor, threads)  # starts no thread until run_in_thread
+        reactor.add_finisher(self.pool.join)  # a graceful stop waits for running jobs
         self.app = make_app(app)
         self._bind_app()
         reactor.call_every(SWEEP_INTERVAL, self._sweep)
@@ -386,8 +456,8 @@ class WebSocketHandler(Handler):
             start(self.server)
 
     def _bind_app(self) -> None:
-        on_upgrade, on_open, on_message, on_close = callbacks(self.app)
-        self._app_upgrade, self._app_open = on_upgrade, on_open
+        on_upgrade, on_open, on_message, on_close, on_drain = callbacks(self.app)
+        self._app_upgrade, self._app_open, self._app_drain = on_upgrade, on_open, on_drain
         self.connection_class = type(
             "WebSocketConnection",
             (WebSocketConnection,),
@@ -439,6 +509,28 @@ class WebSocketHandler(Handler):
         if type(ws) is self.connection_class:
             ws.connection_lost()  # reports 1006 to the app unless the handshake completed
 
+    # ---- flow control: on_drain ------------------------------------------------
+
+    def _await_drain(self, ws: WebSocketConnection) -> None:
+        """Output went over high water: on_drain is owed once it is down to
+        the reactor's low water (on_writable below)."""
+        if ws not in self._draining:
+            self._draining.add(ws)
+            if self._corked is not ws:  # else _flush arranges it once the parts are written
+                ws._conn.want_low_water()
+
+    def on_writable(self, conn: Connection) -> None:
+        ws = conn.ctx
+        if ws not in self._draining or type(ws) is not self.connection_class:
+            return
+        self._draining.discard(ws)
+        if ws._state is not OPEN:
+            return
+        try:
+            self._app_drain(ws)
+        except Exception as exc:
+            ws._app_failed("on_drain", exc)
+
     # ---- frames ------------------------------------------------------------
 
     def _feed(self, conn: Connection, ws: WebSocketConnection, buf: Any, start: int, end: int):
@@ -474,6 +566,8 @@ class WebSocketHandler(Handler):
                 conn.write(b"".join(parts))  # small frames: one copy beats an iovec each
             parts.clear()
             self._gather = False
+        if self._draining and ws in self._draining:
+            conn.want_low_water()
         if ws._state is CLOSED:  # close answered or a violation: TCP goes once flushed
             conn.close_after_flush()
             if conn.pending():
@@ -688,6 +782,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Origin; default: any)",
     )
     add(
+        "--threads",
+        type=_thread_count,
+        default=DEFAULT_THREADS,
+        metavar="N",
+        help="threads per worker for server.run_in_thread (started as needed; "
+        "see docs/threads-and-asyncio.md)",
+    )
+    add(
         "--app",
         type=load_app,
         default=None,
@@ -695,6 +797,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the application: a WebSocketApp instance, subclass or factory "
         "(default: echo every message)",
     )
+
+
+def _thread_count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def make_handler(options: argparse.Namespace, reactor: Reactor) -> WebSocketHandler:
@@ -715,6 +824,7 @@ def make_handler(options: argparse.Namespace, reactor: Reactor) -> WebSocketHand
         header_timeout=getattr(options, "header_timeout", DEFAULT_HEADER_TIMEOUT),
         subprotocols=tuple(options.subprotocol),
         origins=None if origins is None else [o or None for o in origins],
+        threads=options.threads,
     )
     log.info(
         "websocket: app=%s unmask=%s max-message-size=%d ping-interval=%gs",
