@@ -16,6 +16,7 @@ with jobs still running.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
@@ -144,3 +145,68 @@ class ThreadPool:
                     return False
                 self._finished.wait(left)
         return True
+
+
+class AsyncioThread:
+    """An asyncio event loop in a companion thread (uvloop's when installed),
+    for coroutine callbacks. Started by the composition only when the
+    application has one: a synchronous application pays nothing."""
+
+    def __init__(self) -> None:
+        self.loop, self.flavour = _new_event_loop()
+        self._tasks: set[asyncio.Task] = set()  # strong references: asyncio keeps weak ones
+        self._thread = threading.Thread(target=self._run, name="reactor-asyncio", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def post(self, coroutine_function: Callable[..., Any], *args: Any) -> None:
+        """From any thread: run ``coroutine_function(*args)`` as a task."""
+        self.loop.call_soon_threadsafe(self._start, coroutine_function, args)
+
+    def _start(self, coroutine_function: Callable[..., Any], args: tuple) -> None:
+        task = self.loop.create_task(coroutine_function(*args))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def join(self, timeout: float) -> bool:
+        """Await the running tasks up to ``timeout`` seconds, cancel the rest,
+        stop the loop. True when every task had finished by itself."""
+        if not self._thread.is_alive():
+            return True
+        finished = asyncio.run_coroutine_threadsafe(self._finish(timeout), self.loop)
+        try:
+            clean = finished.result(timeout + CANCEL_GRACE + 1.0)
+        except Exception:  # the loop is stuck in a blocking call: leave it (a daemon)
+            log.warning("the asyncio thread did not stop in time")
+            return False
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(CANCEL_GRACE)
+        if not self._thread.is_alive():
+            self.loop.close()
+        return clean
+
+    async def _finish(self, timeout: float) -> bool:
+        tasks = set(self._tasks)
+        if tasks:
+            _, tasks = await asyncio.wait(tasks, timeout=timeout)
+        if not tasks:
+            return True
+        log.warning("cancelling %d coroutines still running at the deadline", len(tasks))
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks, timeout=CANCEL_GRACE)
+        return False
+
+
+CANCEL_GRACE = 1.0  # seconds cancelled coroutines get to run their cleanup (finally blocks)
+
+
+def _new_event_loop() -> tuple[asyncio.AbstractEventLoop, str]:
+    try:
+        import uvloop  # optional: a faster event loop, used when installed
+    except ImportError:
+        return asyncio.new_event_loop(), "asyncio"
+    return uvloop.new_event_loop(), "uvloop"

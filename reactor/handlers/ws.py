@@ -75,6 +75,7 @@ from ..ws.frames import (
 )
 from ..ws.protocol import CLOSED, DEFAULT_MAX_MESSAGE_SIZE, OPEN, ServerProtocol
 from . import warn_if_head_scanner_missing
+from .ws_async import COROUTINE_CALLBACKS, AsyncCallbacks, coroutine_callbacks
 
 log = logging.getLogger("reactor.ws")
 
@@ -117,6 +118,13 @@ class Handshaking:
 
 
 ANSWERED = Handshaking(RequestParser(), bytearray(), 0.0)  # ctx after an HTTP error answer
+
+
+class AwaitingApp(Handshaking):
+    """``conn.ctx`` while a coroutine on_upgrade decides (reading paused). The
+    sweep answers 408 after --header-timeout, as for a head that never ends."""
+
+    __slots__ = ()
 
 
 class WebSocketConnection(ServerProtocol):
@@ -314,6 +322,15 @@ class WebSocketConnection(ServerProtocol):
             self.close(CLOSE_INTERNAL_ERROR, "internal error")
 
 
+def _refusal(verdict: Any) -> handshake.Reject | None:
+    return None if verdict is None else handshake.reject(*verdict)
+
+
+def _upgrade_failed(exc: BaseException) -> handshake.Reject:
+    log.error("application on_upgrade failed; answering 500", exc_info=exc)
+    return handshake.reject(500, "internal error")
+
+
 def _data_frame(message: Any) -> bytes:
     if isinstance(message, str):
         return serialize_frame(OP_TEXT, message.encode())
@@ -456,8 +473,15 @@ class WebSocketHandler(Handler):
             start(self.server)
 
     def _bind_app(self) -> None:
-        on_upgrade, on_open, on_message, on_close, on_drain = callbacks(self.app)
-        self._app_upgrade, self._app_open, self._app_drain = on_upgrade, on_open, on_drain
+        chosen = dict(zip(COROUTINE_CALLBACKS, callbacks(self.app), strict=True))
+        coroutines = coroutine_callbacks(self.app)
+        self.async_callbacks = AsyncCallbacks(self.reactor) if coroutines else None
+        for name in coroutines - {"on_upgrade"}:
+            chosen[name] = self.async_callbacks.wrap(name, chosen[name])
+        on_message, on_close = chosen["on_message"], chosen["on_close"]
+        self._app_upgrade, self._app_open = chosen["on_upgrade"], chosen["on_open"]
+        self._app_drain = chosen["on_drain"]
+        self._async_upgrade = "on_upgrade" in coroutines
         self.connection_class = type(
             "WebSocketConnection",
             (WebSocketConnection,),
@@ -640,6 +664,9 @@ class WebSocketHandler(Handler):
                 origins=self.origins,
             )
         if isinstance(answer, handshake.Accept):
+            if self._async_upgrade:
+                self._await_upgrade(conn, request, answer, bytes(memoryview(buf)[start:end]))
+                return 101  # unless the coroutine refuses: the access log cannot wait
             refusal = self._ask_app(request)
             if refusal is None:
                 self._open(conn, request, answer, buf, start, end)
@@ -651,11 +678,32 @@ class WebSocketHandler(Handler):
 
     def _ask_app(self, request: Request) -> handshake.Reject | None:
         try:
-            verdict = self._app_upgrade(request)
-            return None if verdict is None else handshake.reject(*verdict)
-        except Exception:
-            log.exception("application on_upgrade failed; answering 500")
-            return handshake.reject(500, "internal error")
+            return _refusal(self._app_upgrade(request))
+        except Exception as exc:  # in the app, or a malformed verdict
+            return _upgrade_failed(exc)
+
+    def _await_upgrade(self, conn, request, answer: handshake.Accept, rest: bytes) -> None:
+        """A coroutine on_upgrade: the handshake completes when it returns; the
+        reactor serves other connections meanwhile."""
+        conn.pause_reading()
+        conn.ctx = waiting = AwaitingApp(ANSWERED.parser, ANSWERED.buf, self.reactor.now)
+
+        def decided(verdict: Any, error: BaseException | None) -> None:
+            if conn.ctx is not waiting or conn.handler is not self:
+                return  # timed out (408) or closed meanwhile
+            conn.resume_reading()
+            try:
+                refusal = _upgrade_failed(error) if error else _refusal(verdict)
+            except Exception as exc:  # a malformed verdict
+                refusal = _upgrade_failed(exc)
+            if refusal is None:
+                self._open(conn, request, answer, rest, 0, len(rest))
+            else:
+                conn.ctx = ANSWERED
+                conn.write(refusal.response)
+                conn.close_after_flush(linger=True)
+
+        self.async_callbacks.run_upgrade(self._app_upgrade, request, decided)
 
     def _open(self, conn, request, answer: handshake.Accept, buf: Any, start: int, end: int):
         ws = self.connection_class(conn, answer.subprotocol, self.max_message_size)
