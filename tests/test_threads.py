@@ -43,6 +43,8 @@ class Hammer(WebSocketApp):
             threads, count = map(int, data.split()[1:])
             for t in range(threads):
                 threading.Thread(target=self.pound, args=(conn, t, count)).start()
+        elif data == "goodbye":
+            threading.Thread(target=self.goodbye, args=(conn,)).start()
         else:
             conn.send(data)
 
@@ -53,6 +55,12 @@ class Hammer(WebSocketApp):
             if i % 16 == 0:
                 self.server.broadcast(f"b{t}:{i}")
         conn.send(f"end {t}")
+
+    def goodbye(self, conn):
+        log.info("event ping from thread %s", conn.ping(b"from-thread"))
+        conn.send("bye")
+        conn.close(4001, "from a thread")
+        log.info("event send after close %s", conn.send("late"))
 
 
 class Blocking(WebSocketApp):
@@ -291,6 +299,29 @@ def test_sends_and_broadcasts_from_threads_arrive_whole_and_in_per_thread_order(
         assert ws.recv(timeout=10) == "still fine"
 
 
+def test_ping_and_close_from_a_thread(apps_path, server_factory):
+    server = server_factory("--proto", "ws", "--app", "threadapps:Hammer")
+    raw = Raw(server.port)
+    raw.handshake()
+    raw.sock.sendall(masked_text(b"goodbye"))
+    assert raw.recv_frame() == (True, 0x9, b"from-thread")
+    assert raw.recv_frame() == (True, 0x1, b"bye")
+    fin, opcode, payload = raw.recv_frame()
+    assert (opcode, int.from_bytes(payload[:2], "big"), payload[2:]) == (
+        0x8,
+        4001,
+        b"from a thread",
+    )
+    raw.close()
+    server.wait_for_log(r"event ping from thread True")
+
+
+def masked_text(payload: bytes) -> bytes:
+    key = os.urandom(4)
+    body = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return bytes([0x81, 0x80 | len(payload)]) + key + body
+
+
 def test_run_in_thread_keeps_the_loop_serving_and_calls_back_on_the_reactor_thread(
     apps_path, server_factory
 ):
@@ -378,11 +409,7 @@ def test_streaming_100_mib_to_a_slow_reader_with_on_drain_no_1008_bounded_memory
     raw.handshake()
     before = rss_bytes(server.pid)
     size = 100 << 20
-    key = os.urandom(4)
-    text = f"stream {size}".encode()
-    raw.sock.sendall(
-        bytes([0x81, 0x80 | len(text)]) + key + bytes(b ^ key[i % 4] for i, b in enumerate(text))
-    )
+    raw.sock.sendall(masked_text(f"stream {size}".encode()))
     peak = [0]
     stop = threading.Event()
 
