@@ -59,6 +59,10 @@ class Hammer(WebSocketApp):
     def goodbye(self, conn):
         log.info("event ping from thread %s", conn.ping(b"from-thread"))
         conn.send("bye")
+        try:
+            conn.close(999)  # not a valid close code: raised here, in the caller's thread
+        except ValueError as exc:
+            log.info("event bad close refused: %s", exc)
         conn.close(4001, "from a thread")
         log.info("event send after close %s", conn.send("late"))
 
@@ -314,6 +318,8 @@ def test_ping_and_close_from_a_thread(apps_path, server_factory):
     )
     raw.close()
     server.wait_for_log(r"event ping from thread True")
+    server.wait_for_log(r"event bad close refused")
+    server.wait_for_log(r"event send after close (True|False)")
 
 
 def masked_text(payload: bytes) -> bytes:

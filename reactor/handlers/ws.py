@@ -70,6 +70,7 @@ from ..ws.frames import (
     OP_BINARY,
     OP_PING,
     OP_TEXT,
+    close_payload,
     frame_header,
     serialize_frame,
 )
@@ -194,6 +195,7 @@ class WebSocketConnection(ServerProtocol):
         after --close-timeout. No-op once closing."""
         reactor = self.handler.reactor
         if get_ident() != reactor.loop_thread:
+            close_payload(code, reason)  # the caller's mistake is raised to the caller
             reactor.call_soon_threadsafe(self.close, code, reason)
             return
         frame = ServerProtocol.close(self, code, reason)  # validates code and reason
