@@ -177,7 +177,7 @@ def test_call_soon_threadsafe_wakes_a_sleeping_loop_and_survives_a_failing_call(
         while not ran.is_set() and time.monotonic() < deadline:
             events += reactor.run_once(timeout=5.0)
         timer.join()
-        assert ran.is_set() and events == 1
+        assert ran.is_set() and events in (1, 2)  # one wake-up per call at most
     finally:
         reactor.dispose()
     reactor.call_soon_threadsafe(ran.clear)  # after dispose: dropped, no write to a stale fd

@@ -52,6 +52,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from collections import deque
 from threading import get_ident
 from typing import Any
 
@@ -181,14 +182,9 @@ class WebSocketConnection(ServerProtocol):
 
     def _send_from_thread(self, message: Any) -> bool:
         """The frame is built here, in the caller's thread; the reactor thread
-        only writes it. Calls from one thread keep their order (one FIFO)."""
-        frame = _data_frame(message)
-        self.handler.reactor.call_soon_threadsafe(self._push_if_open, frame)
+        only writes it (see WebSocketHandler._flush_outbox)."""
+        self.handler._post(self, _data_frame(message))
         return True
-
-    def _push_if_open(self, frame: bytes) -> None:
-        if self._state is OPEN:  # it may have closed since the other thread sent
-            self._push(frame)
 
     def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Start the closing handshake; TCP closes when the peer answers, or
@@ -196,7 +192,7 @@ class WebSocketConnection(ServerProtocol):
         reactor = self.handler.reactor
         if get_ident() != reactor.loop_thread:
             close_payload(code, reason)  # the caller's mistake is raised to the caller
-            reactor.call_soon_threadsafe(self.close, code, reason)
+            self.handler._post(self, (self.close, (code, reason)))
             return
         frame = ServerProtocol.close(self, code, reason)  # validates code and reason
         if frame:
@@ -210,7 +206,7 @@ class WebSocketConnection(ServerProtocol):
         if get_ident() != reactor.loop_thread:
             if len(payload) > 125:  # the caller's mistake is raised to the caller (§5.5)
                 raise ValueError("a ping payload is at most 125 bytes")
-            reactor.call_soon_threadsafe(self.ping, bytes(payload))
+            self.handler._post(self, (self.ping, (bytes(payload),)))
             return True
         self._emit(ServerProtocol.ping(self, payload))  # validates the 125-byte limit
         return True
@@ -324,6 +320,12 @@ class WebSocketConnection(ServerProtocol):
             self.close(CLOSE_INTERNAL_ERROR, "internal error")
 
 
+def _write_frames(frames: dict[WebSocketConnection, list[bytes]]) -> None:
+    for ws, parts in frames.items():
+        if ws._state is OPEN:  # it may have closed since the other thread sent
+            ws._push(parts[0] if len(parts) == 1 else b"".join(parts))
+
+
 def _refusal(verdict: Any) -> handshake.Reject | None:
     return None if verdict is None else handshake.reject(*verdict)
 
@@ -377,7 +379,7 @@ class WebSocketServer:
         frame = _data_frame(message)  # built once for all
         reactor = self._handler.reactor
         if get_ident() != reactor.loop_thread:
-            reactor.call_soon_threadsafe(self._broadcast_frame, frame)
+            self._handler._post(None, (self._broadcast_frame, (frame,)))
             return 0  # the count is known only on the reactor thread
         return self._broadcast_frame(frame)
 
@@ -395,7 +397,7 @@ class WebSocketServer:
         return self._handler.reactor.call_every(interval, callback, *args)
 
     def call_soon_threadsafe(self, callback: Any, *args: Any) -> None:
-        self._handler.reactor.call_soon_threadsafe(callback, *args)
+        self._handler._post(None, (callback, args))  # in order with this thread's sends
 
     def run_in_thread(self, fn: Any, *args: Any) -> ReactorFuture:
         return self._handler.pool.submit(fn, *args)
@@ -466,6 +468,10 @@ class WebSocketHandler(Handler):
         self.high_water = reactor.high_water  # flow control: see _await_drain
         self._draining: set[WebSocketConnection] = set()  # over high water, owed on_drain
         self.pool = ThreadPool(reactor, threads)  # starts no thread until run_in_thread
+        # What other threads asked, in order: frames, and calls (close, ping,
+        # broadcast, call_soon_threadsafe); run by one reactor-thread call per batch.
+        self._outbox: deque[tuple[WebSocketConnection | None, Any]] = deque()
+        self._outbox_armed = False
         reactor.add_finisher(self.pool.join)  # a graceful stop waits for running jobs
         self.app = make_app(app)
         self._bind_app()
@@ -534,6 +540,43 @@ class WebSocketHandler(Handler):
         ws = conn.ctx
         if type(ws) is self.connection_class:
             ws.connection_lost()  # reports 1006 to the app unless the handshake completed
+
+    # ---- frames sent from other threads --------------------------------------
+
+    def _post(self, ws: WebSocketConnection | None, item: Any) -> None:
+        """Any thread: a frame (bytes) for ``ws``, or a call ``(fn, args)``
+        about ``ws`` (None: about every connection). One FIFO for all of them,
+        so one thread's sends, closes and calls take effect in its order. One
+        drain is scheduled per batch; the drain clears ``_outbox_armed`` before
+        it starts (as the reactor's wake-up does), so an item is either in the
+        running drain or schedules the next."""
+        self._outbox.append((ws, item))
+        if not self._outbox_armed:
+            self._outbox_armed = True
+            self.reactor.call_soon_threadsafe(self._drain_outbox)
+
+    def _drain_outbox(self) -> None:
+        """Reactor thread: consecutive frames for one connection leave in one
+        write (a coroutine answering 16 pipelined messages: one syscall); a
+        call first writes the frames it came after."""
+        self._outbox_armed = False
+        outbox, frames = self._outbox, {}
+        for _ in range(len(outbox)):
+            ws, item = outbox.popleft()
+            if type(item) is bytes:
+                frames.setdefault(ws, []).append(item)
+                continue
+            if ws is None:
+                _write_frames(frames)
+                frames.clear()
+            elif ws in frames:
+                _write_frames({ws: frames.pop(ws)})
+            callback, args = item
+            try:
+                callback(*args)
+            except Exception:
+                log.exception("call %r from another thread failed", callback)
+        _write_frames(frames)
 
     # ---- flow control: on_drain ------------------------------------------------
 
