@@ -45,6 +45,8 @@ class Hammer(WebSocketApp):
                 threading.Thread(target=self.pound, args=(conn, t, count)).start()
         elif data == "goodbye":
             threading.Thread(target=self.goodbye, args=(conn,)).start()
+        elif data == "order":
+            threading.Thread(target=self.in_order, args=(conn,)).start()
         else:
             conn.send(data)
 
@@ -55,6 +57,12 @@ class Hammer(WebSocketApp):
             if i % 16 == 0:
                 self.server.broadcast(f"b{t}:{i}")
         conn.send(f"end {t}")
+
+    def in_order(self, conn):
+        for i in range(0, 300, 3):  # direct sends and calls run on the loop, interleaved
+            conn.send(str(i))
+            self.server.call_soon_threadsafe(conn.send, str(i + 1))
+            conn.send(str(i + 2))
 
     def goodbye(self, conn):
         log.info("event ping from thread %s", conn.ping(b"from-thread"))
@@ -301,6 +309,13 @@ def test_sends_and_broadcasts_from_threads_arrive_whole_and_in_per_thread_order(
             )
         ws.send("still fine")
         assert ws.recv(timeout=10) == "still fine"
+
+
+def test_sends_and_call_soon_threadsafe_from_one_thread_keep_its_order(apps_path, server_factory):
+    server = server_factory("--proto", "ws", "--app", "threadapps:Hammer")
+    with client(server.port) as ws:
+        ws.send("order")
+        assert [ws.recv(timeout=10) for _ in range(300)] == [str(i) for i in range(300)]
 
 
 def test_ping_and_close_from_a_thread(apps_path, server_factory):
