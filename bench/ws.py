@@ -1,7 +1,9 @@
 """WebSocket benchmark: our ``--proto ws`` server side by side with picows, aiohttp, websockets,
 socketify (uWebSockets) and a minimal C echo server, in one run. Ours runs twice: as started
 by default (adaptive busy polling, up to 50 us), and as ``ours-no-spin`` with ``--busy-poll 0``
-(the loop always sleeps when it has nothing to do, as the peers' loops do).
+(the loop always sleeps when it has nothing to do, as the peers' loops do). ``ours-async`` is
+ours with an ``async def on_message`` echo (bench/peers/ours_async_echo.py): every message
+crosses to the asyncio companion thread and back, to compare with the asyncio-native peers.
 
 Scenarios, each server pinned to CPU 0 and the C load generator
 (bench/c/loadgen) to CPU 1, repetitions alternating the servers, medians:
@@ -58,6 +60,7 @@ REFERENCE = "picows"  # the goals are ratios against picows on uvloop
 REQUIREMENTS = {
     "ours": "reactor.handlers.ws",
     "ours-no-spin": "reactor.handlers.ws",  # ours with --busy-poll 0
+    "ours-async": "reactor.handlers.ws_async",  # ours, echoing from an async def on_message
     "picows": "picows",
     "aiohttp": "aiohttp",
     "websockets": "websockets",
@@ -109,6 +112,7 @@ def server_commands(python: str, host: str, peer_loop: str) -> dict[str, list[st
         "c": [str(C_WS_SERVER), host, "0"],
     }  # fmt: skip
     commands["ours-no-spin"] = [*commands["ours"], "--busy-poll", "0"]
+    commands["ours-async"] = [*commands["ours"], "--app", "bench.peers.ours_async_echo:app"]
     for name in ASYNCIO_PEERS:
         script = str(PEERS_DIR / f"{name}_echo.py")
         commands[name] = [python, script, "--host", host, "--loop", peer_loop]

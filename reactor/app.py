@@ -15,7 +15,9 @@ In the style the seed shows for Swoole (``$ws->on('open'|'message'|'close')``,
     app = Chat()        # python -m reactor --proto ws --app mymodule:app
 
 Every callback runs on the reactor's thread, between reads: never block in
-one (no sleep, no blocking I/O). An exception raised by a callback is logged
+one (no sleep, no blocking I/O). Blocking work goes to ``server.run_in_thread``;
+``conn.send``/``close``/``ping`` and ``server.broadcast`` may be called from any
+thread (see docs/threads-and-asyncio.md). An exception raised by a callback is logged
 once with its traceback and closes that connection with 1011; other
 connections are unaffected. ``conn`` and ``server`` are implemented by
 ``reactor/handlers/ws.py``; the protocols below document what they offer.
@@ -88,6 +90,12 @@ class Connection(Protocol):
     def is_open(self) -> bool:
         """True until a close frame was sent or received."""
 
+    @property
+    def writable(self) -> bool:
+        """False while buffered output is over ``server.high_water`` (then
+        ``on_drain`` follows once it is down to ``server.low_water``), or once
+        closing. Reactor thread only."""
+
 
 class Server(Protocol):
     """This worker's view of the WebSocket server (``app.server``)."""
@@ -128,6 +136,26 @@ class Server(Protocol):
     def call_every(self, interval: float, callback: Callable[..., Any], *args: Any) -> Any:
         """Run ``callback(*args)`` every ``interval`` seconds (``cancel()`` stops it)."""
 
+    def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> None:
+        """From any thread: run ``callback(*args)`` on the reactor thread soon
+        (calls from one thread run in the order they were made)."""
+
+    def run_in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(*args)`` in this worker's thread pool (--threads); returns a
+        ``concurrent.futures.Future`` whose done-callbacks run on the reactor
+        thread. Raises ``reactor.concurrency.ThreadPoolFull`` when 64 jobs per
+        thread already wait."""
+
+    @property
+    def high_water(self) -> int:
+        """Buffered bytes above which a connection is not ``writable``
+        (--max-send-buffer / 2)."""
+
+    @property
+    def low_water(self) -> int:
+        """Buffered bytes at or below which ``on_drain`` is called
+        (--max-send-buffer / 8)."""
+
 
 class WebSocketApp:
     """Base class of an application; every callback has a working default.
@@ -164,10 +192,13 @@ class WebSocketApp:
         without a completed closing handshake (ping timeout, --close-timeout,
         1008 send-buffer overflow, a peer that vanished)."""
 
+    def on_drain(self, conn: Connection) -> None:
+        """The connection's buffered output went over ``server.high_water``
+        and is now down to ``server.low_water``: a streaming producer resumes
+        here (it paused when ``conn.writable`` turned False)."""
+
 
 # ---- loading an application (--app module:attr) ---------------------------------
-
-CALLBACK_NAMES = ("on_start", "on_upgrade", "on_open", "on_message", "on_close")
 
 
 class AppError(TypeError):
@@ -217,12 +248,12 @@ def check_app(target: Any) -> None:
         return  # a factory: what it returns is checked when a worker calls it
     if not callable(getattr(target, "on_message", None)):
         raise AppError(f"{target!r} has no on_message(conn, data)")
-    for name in CALLBACK_NAMES:
-        if inspect.iscoroutinefunction(getattr(target, name, None)):
-            raise AppError(
-                f"{name} is a coroutine function (async def): coroutine callbacks are not "
-                "supported; define it with def (callbacks run on the reactor's thread)"
-            )
+    if inspect.iscoroutinefunction(getattr(target, "on_start", None)):
+        raise AppError(
+            "on_start is a coroutine function (async def): it runs once on the reactor's "
+            "thread before the worker accepts; define it with def (on_upgrade, on_open, "
+            "on_message, on_close and on_drain may be async)"
+        )
 
 
 def make_app(target: Any) -> Any:
@@ -242,8 +273,8 @@ def make_app(target: Any) -> Any:
 
 
 def callbacks(app: Any) -> Iterator[Callable[..., Any]]:
-    """The app's (on_upgrade, on_open, on_message, on_close), defaults filling
+    """The app's (on_upgrade, on_open, on_message, on_close, on_drain), defaults filling
     in for what a duck-typed application does not define."""
     default = WebSocketApp()
-    for name in ("on_upgrade", "on_open", "on_message", "on_close"):
+    for name in ("on_upgrade", "on_open", "on_message", "on_close", "on_drain"):
         yield getattr(app, name, getattr(default, name))

@@ -48,7 +48,9 @@ import os
 import select
 import signal
 import socket
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from fcntl import F_SETFL, fcntl
 from os import O_NONBLOCK
@@ -111,6 +113,7 @@ LINGERING = 256  # output done and SHUT_WR sent; reading and discarding until EO
 WANT_WRITE = 512  # the handler wants on_writable when the socket accepts more
 NEVER_IDLE = 1024  # a link the server itself keeps (broker): not closed by the idle sweep
 CONNECTING = 2048  # an outbound connect in progress: EPOLLOUT completes it
+LOW_WATER = 4096  # the handler wants on_writable once the output buffer is at most low_water
 NO_READ = PAUSED | BACKPRESSURE | CLOSE_AFTER_FLUSH | CONNECTING
 STALE = FRESH | DEAD  # events from this poll batch must not be delivered
 
@@ -196,6 +199,11 @@ class Connection:
     def want_writable(self) -> None:
         self.reactor._want_writable(self)
 
+    def want_low_water(self) -> None:
+        """Call on_writable once buffered output is down to ``reactor.low_water``
+        (at once if it already is): a producer resumes before the buffer runs dry."""
+        self.reactor._want_low_water(self)
+
     def pause_reading(self) -> None:
         self.reactor._set_flag(self, PAUSED)
 
@@ -267,6 +275,56 @@ class SignalWaker:
                 reactor.shutdown(self.deadline)
 
 
+class ThreadWaker:
+    """The cross-thread entry: a queue of calls drained on the loop thread and
+    one eventfd that wakes the loop (the reactor owns both).
+
+    Batched: a caller writes the eventfd only when no wake-up is pending, so a
+    burst of N calls costs one write and one read. ``armed`` is cleared on the
+    loop thread BEFORE the queue is drained: a caller that appended and saw
+    ``armed`` still set is drained by that same pass (appends and the flag are
+    ordered by the GIL)."""
+
+    __slots__ = ("fd", "calls", "armed", "lock")
+
+    def __init__(self) -> None:
+        self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.calls: deque[tuple[Callable[..., Any], tuple]] = deque()
+        self.armed = False
+        # Taken only around the wake-up write and the close, so a late caller
+        # never writes to a number that close() freed and another file reused.
+        self.lock = threading.Lock()
+
+    def post(self, callback: Callable[..., Any], args: tuple) -> None:
+        self.calls.append((callback, args))
+        if not self.armed:
+            self.armed = True
+            with self.lock:
+                if self.fd >= 0:  # else disposed: the loop is gone, the call is dropped
+                    os.eventfd_write(self.fd, 1)
+
+    def close(self) -> None:
+        with self.lock:
+            os.close(self.fd)
+            self.fd = -1
+
+    def on_ready(self, reactor: Reactor, conn: Connection) -> None:
+        try:
+            os.eventfd_read(self.fd)
+        except (BlockingIOError, InterruptedError):
+            pass
+        self.armed = False
+        calls = self.calls
+        for _ in range(len(calls)):  # calls posted meanwhile wait for the next wake-up
+            callback, args = calls.popleft()
+            try:
+                callback(*args)
+            except Exception:
+                log.exception("callback %r from another thread failed", callback)
+            if reactor._doomed:
+                reactor._reap_doomed()
+
+
 class Reactor:
     """One epoll instance, its event blocks, timers and listeners."""
 
@@ -295,6 +353,12 @@ class Reactor:
         self.max_connections = max_connections or _default_max_connections()
         self.idle_timeout = idle_timeout
         self.max_send_buffer = max_send_buffer
+        # Flow-control marks for producers (see want_low_water): pause above
+        # high_water, resume at low_water. Half the limit leaves room for what
+        # is in flight when a producer checks; an eighth keeps the kernel's
+        # buffer fed while the producer wakes up.
+        self.high_water = max_send_buffer // 2
+        self.low_water = max_send_buffer // 8
         self.max_events = max_events
         self.busy_poll = busy_poll  # seconds of non-blocking polls after a batch; 0: off
         self.connection_count = 0
@@ -305,6 +369,11 @@ class Reactor:
         self._running = False
         self.stopping = False
         self._doomed: list[tuple[Connection, Handler | None, BaseException]] = []
+        self.stopping_at: float | None = None  # monotonic time shutdown() began
+        self.loop_thread = threading.get_ident()  # run() rebinds it: the thread running the loop
+        self._waker = ThreadWaker()
+        self._finishers: list[Callable[[float], Any]] = []  # see finish()
+        self._add_internal(self._waker.fd, self._waker)
         if idle_timeout:
             self.call_every(max(0.5, min(idle_timeout / 4, 5.0)), self._sweep_idle)
 
@@ -547,6 +616,15 @@ class Reactor:
             conn.flags |= WANT_WRITE
             self._update_mask(conn)
 
+    def _want_low_water(self, conn: Connection) -> None:
+        if conn.closed:
+            return
+        if conn.pending() <= self.low_water and not conn.flags & CLOSE_AFTER_FLUSH:
+            conn.flags |= WANT_WRITE  # on_writable from the next EPOLLOUT, not from here
+        else:
+            conn.flags |= LOW_WATER
+        self._update_mask(conn)
+
     def _on_writable(self, conn: Connection) -> None:
         """EPOLLOUT: flush buffered output, then let the handler produce more."""
         if conn.flags & CONNECTING:
@@ -564,6 +642,10 @@ class Reactor:
             del out[:sent]  # O(1): CPython bytearrays drop a prefix by moving their start
             conn.last_active = self.tick  # progress counts as activity (slow readers)
             if out:
+                if conn.flags & LOW_WATER and len(out) <= self.low_water:
+                    conn.flags &= ~LOW_WATER
+                    if not conn.flags & CLOSE_AFTER_FLUSH:
+                        conn.handler.on_writable(conn)
                 return
             conn.out = None
         flags = conn.flags
@@ -571,7 +653,7 @@ class Reactor:
             if not flags & LINGERING:
                 self._flushed_before_close(conn)
             return
-        conn.flags = flags & ~(BACKPRESSURE | WANT_WRITE)
+        conn.flags = flags & ~(BACKPRESSURE | WANT_WRITE | LOW_WATER)
         self._update_mask(conn)
         conn.handler.on_writable(conn)
 
@@ -736,6 +818,30 @@ class Reactor:
         conn.handler = conn.ctx = None
         conn.flags = conn.mask = 0
 
+    # ---- other threads ------------------------------------------------------
+
+    def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> None:
+        """Run ``callback(*args)`` on the loop thread soon; callable from any
+        thread. Calls from one thread run in the order they were made."""
+        self._waker.post(callback, args)
+
+    def in_loop_thread(self) -> bool:
+        return threading.get_ident() == self.loop_thread
+
+    def add_finisher(self, finisher: Callable[[float], Any]) -> None:
+        """Have ``finish()`` call ``finisher(seconds_left)`` (e.g. a thread pool's join)."""
+        self._finishers.append(finisher)
+
+    def finish(self, timeout: float) -> None:
+        """After run() returned: give work outside the loop thread what is left
+        of ``timeout`` since shutdown() began (all of it without a shutdown)."""
+        deadline = (self.stopping_at or time.monotonic()) + timeout
+        for finisher in self._finishers:
+            try:
+                finisher(max(0.0, deadline - time.monotonic()))
+            except Exception:
+                log.exception("finishing %r failed", finisher)
+
     # ---- timers -----------------------------------------------------------
 
     def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> Timer:
@@ -788,6 +894,7 @@ class Reactor:
     def run(self) -> None:
         """Dispatch events until stop(), or until a shutdown has closed everything."""
         self._running = True
+        self.loop_thread = threading.get_ident()
         poll, fresh, due = self._epoll.poll, self._fresh, self._timers.heap
         max_events, monotonic, spin = self.max_events, self._clock, self.busy_poll
         sleeps_left = 0  # batches after which the loop sleeps at once (module docstring)
@@ -894,6 +1001,7 @@ class Reactor:
         if self.stopping:
             return
         self.stopping = True
+        self.stopping_at = time.monotonic()
         self.close_listeners()
         for conn in list(self.connections()):
             try:
@@ -928,6 +1036,8 @@ class Reactor:
             self._release_internal(waker.reader.fileno())
             waker.reader.close()
             waker.writer.close()
+        self._release_internal(self._waker.fd)
+        self._waker.close()
         self._epoll.close()
 
 

@@ -116,6 +116,7 @@ def run_worker(
     )
     try:
         reactor.run()
+        reactor.finish(options.shutdown_timeout)  # thread work still running
     finally:
         reactor.dispose()
     log.info("stopped")

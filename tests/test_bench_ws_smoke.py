@@ -363,3 +363,37 @@ def test_no_spin_variant_is_judged_on_its_own_server() -> None:
     assert goals[0].endswith("1.80x -> met")  # ours as started by default
     assert "--busy-poll 0" in goals[1] and goals[1].endswith("0.90x -> NOT met")
     assert len(ws_bench.goal_lines({"rtt": {"ours": {"value": 90.0}}})) == 1  # not in the run
+
+
+def test_inprocess_echo_bench_reports_a_figure():
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "ws_inprocess.py"), "--trials", "2", "--rounds", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.rstrip().endswith("ns per message (best of 2 trials)")
+
+
+def test_async_echo_app_echoes_through_the_companion_loop():
+    """bench/ws.py's ours-async server: the same echo, from an async def."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reactor", "--host", "127.0.0.1", "--port", "0", "--proto",
+         "ws", "--app", "bench.peers.ours_async_echo:app"],
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        for line in proc.stderr:
+            if "listening on" in line:
+                port = int(line.rsplit("127.0.0.1:", 1)[1].split()[0])
+                break
+        with connect(f"ws://127.0.0.1:{port}/", proxy=None, open_timeout=10) as ws:
+            for size in (0, 64, 70000):
+                ws.send(bytes(size))
+                assert ws.recv(timeout=10) == bytes(size)
+    finally:
+        proc.terminate()
+        proc.wait(15)

@@ -70,9 +70,9 @@ def broken_factory():
 def odd_factory():
     return 42
 
-class AsyncApp(WebSocketApp):
-    async def on_message(self, conn, data):
-        conn.send(data)
+class AsyncStart(WebSocketApp):
+    async def on_start(self, server):
+        pass
 
 not_an_app = {"on_message": "no"}
 app = Shout()
@@ -112,8 +112,7 @@ def test_a_worker_start_up_failure_stops_the_server_with_one_line(app_folder, wo
     [
         ("myapp:not_an_app", "is not an application"),
         ("os:sep", "is not an application"),
-        ("myapp:AsyncApp", "on_message is a coroutine function (async def): coroutine "
-         "callbacks are not supported"),
+        ("myapp:AsyncStart", "on_start is a coroutine function (async def): it runs once"),
     ],
 )  # fmt: skip
 def test_app_that_cannot_serve_is_a_usage_error_before_any_fork(app_folder, spec, message):
@@ -159,15 +158,15 @@ def test_help_names_the_program_and_shows_each_default_once(command, prog):
     assert not [t for t in options if "(default: None)" in t or "(default: False)" in t]
 
 
-def test_serve_rejects_a_coroutine_callback_at_once():
+def test_serve_rejects_a_coroutine_on_start_at_once():
     from reactor.app import AppError, WebSocketApp
     from reactor.server import serve
 
     class Async(WebSocketApp):
-        async def on_open(self, conn, request):
+        async def on_start(self, server):
             pass
 
-    with pytest.raises(AppError, match="on_open is a coroutine function"):
+    with pytest.raises(AppError, match="on_start is a coroutine function"):
         serve(Async(), port=0)
 
 

@@ -58,11 +58,14 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+from collections import deque
 from collections.abc import Callable
+from threading import get_ident
 from typing import Any
 
 from .. import brokers
 from ..app import CLOSE_INTERNAL_ERROR, callbacks, load_app, make_app
+from ..concurrency import DEFAULT_THREADS, ReactorFuture, ThreadPool
 from ..handler import Handler
 from ..http.request import HttpError, Request, RequestParser
 from ..http.static import error_response
@@ -76,12 +79,14 @@ from ..ws.frames import (
     OP_BINARY,
     OP_PING,
     OP_TEXT,
+    close_payload,
     frame_header,
     serialize_frame,
 )
 from ..ws.protocol import CLOSED, DEFAULT_MAX_MESSAGE_SIZE, OPEN, ServerProtocol
 from . import warn_if_head_scanner_missing
 from .topics import EVERYONE, Topics, as_bytes, encode_message
+from .ws_async import COROUTINE_CALLBACKS, AsyncCallbacks, coroutine_callbacks
 
 log = logging.getLogger("reactor.ws")
 
@@ -124,6 +129,13 @@ class Handshaking:
 ANSWERED = Handshaking(RequestParser(), bytearray(), 0.0)  # ctx after an HTTP error answer
 
 
+class AwaitingApp(Handshaking):
+    """``conn.ctx`` while a coroutine on_upgrade decides (reading paused). The
+    sweep answers 408 after --header-timeout, as for a head that never ends."""
+
+    __slots__ = ()
+
+
 class WebSocketConnection(ServerProtocol):
     """One open WebSocket connection: the protocol machine, and the ``conn``
     object of the application API (see reactor/app.py ``Connection``).
@@ -160,6 +172,8 @@ class WebSocketConnection(ServerProtocol):
         if self._state is not OPEN:
             return False
         handler = self.handler
+        if get_ident() != handler.reactor.loop_thread:  # never touch another read's cork
+            return self._send_from_thread(opcode, payload)
         if handler._corked is self:  # answering its own input: one write after the read
             parts = handler._parts
             size = len(payload)
@@ -173,9 +187,20 @@ class WebSocketConnection(ServerProtocol):
             return True
         return self._push(serialize_frame(opcode, payload))
 
+    def _send_from_thread(self, opcode: int, payload: bytes) -> bool:
+        """The frame is built here, in the caller's thread; the reactor thread
+        only writes it (see WebSocketHandler._flush_outbox)."""
+        self.handler._post(self, serialize_frame(opcode, payload))
+        return True
+
     def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Start the closing handshake; TCP closes when the peer answers, or
         after --close-timeout. No-op once closing."""
+        reactor = self.handler.reactor
+        if get_ident() != reactor.loop_thread:
+            close_payload(code, reason)  # the caller's mistake is raised to the caller
+            self.handler._post(self, (self.close, (code, reason)))
+            return
         frame = ServerProtocol.close(self, code, reason)  # validates code and reason
         if frame:
             self._emit(frame)
@@ -184,6 +209,12 @@ class WebSocketConnection(ServerProtocol):
     def ping(self, payload: bytes = b"") -> bool:
         if self._state is not OPEN:
             return False
+        reactor = self.handler.reactor
+        if get_ident() != reactor.loop_thread:
+            if len(payload) > 125:  # the caller's mistake is raised to the caller (§5.5)
+                raise ValueError("a ping payload is at most 125 bytes")
+            self.handler._post(self, (self.ping, (bytes(payload),)))
+            return True
         self._emit(ServerProtocol.ping(self, payload))  # validates the 125-byte limit
         return True
 
@@ -220,6 +251,18 @@ class WebSocketConnection(ServerProtocol):
         corked = sum(map(len, handler._parts)) if handler._corked is self else 0
         return self._conn.pending() + corked
 
+    @property
+    def writable(self) -> bool:
+        """False while buffered output is over the high-water mark: stop
+        producing until ``on_drain``, which this arranges (reactor thread only)."""
+        handler = self.handler
+        if self in handler._draining:
+            return False
+        if self._state is not OPEN or self.buffered_amount < handler.high_water:
+            return self._state is OPEN
+        handler._await_drain(self)
+        return False
+
     # ---- output ------------------------------------------------------------
 
     def _emit(self, frame: bytes) -> None:
@@ -246,6 +289,8 @@ class WebSocketConnection(ServerProtocol):
             self._overflow()
             return False
         conn.write(frame)
+        if conn.out is not None and len(conn.out) > handler.high_water:
+            handler._await_drain(self)
         return True
 
     def _overflow(self) -> None:
@@ -285,6 +330,7 @@ class WebSocketConnection(ServerProtocol):
     def on_close(self, code: int, reason: str) -> None:
         handler = self.handler
         handler.open_count -= 1
+        handler._draining.discard(self)
         try:
             self._app_close(self, code, reason)  # conn.topics still answers here
         except Exception:
@@ -314,6 +360,43 @@ def is_refusal(verdict: Any) -> bool:
     return type(status) is int and 400 <= status <= 599 and isinstance(reason, str)
 
 
+def _refusal(verdict: Any) -> handshake.Reject | None:
+    """What on_upgrade's answer means: None to accept, else the rejection (a
+    500 with one log line for an answer that is none of the accepted forms)."""
+    if verdict is None:
+        return None
+    if is_refusal(verdict):
+        return handshake.reject(*verdict)
+    log.error(
+        "application on_upgrade returned %.100r; it must return None to accept, or "
+        "(status, reason) or (status, reason, headers) with a 4xx/5xx status to refuse; "
+        "answering 500",
+        verdict,
+    )
+    return handshake.reject(500, "internal error")
+
+
+def _upgrade_failed(exc: BaseException) -> handshake.Reject:
+    log.error("application on_upgrade failed; answering 500", exc_info=exc)
+    return handshake.reject(500, "internal error")
+
+
+def _refusal_response(refusal: handshake.Reject, request: Request) -> bytes:
+    return error_response(
+        refusal.status,
+        refusal.reason,
+        keep_alive=False,
+        extra_headers=refusal.headers,
+        head=request.method == "HEAD",
+    )
+
+
+def _write_frames(frames: dict[WebSocketConnection, list[bytes]]) -> None:
+    for ws, parts in frames.items():
+        if ws._state is OPEN:  # it may have closed since the other thread sent
+            ws._push(parts[0] if len(parts) == 1 else b"".join(parts))
+
+
 class WebSocketServer:
     """``app.server``: this worker's connections, topics, broadcast and timers."""
 
@@ -323,13 +406,27 @@ class WebSocketServer:
 
     def publish(self, topic: str, message: str | bytes | bytearray | memoryview) -> None:
         """Every subscriber of ``topic``, on every worker (see app.Server.publish)."""
-        self._handler.topics.publish(topic, message)
+        handler = self._handler
+        if get_ident() != handler.reactor.loop_thread:
+            if not isinstance(message, str):
+                message = as_bytes(message, "publish")  # a copy, made in the caller's thread
+            handler._post(None, (handler.topics.publish, (topic, message)))
+            return
+        handler.topics.publish(topic, message)
 
     def broadcast(self, message: str | bytes | bytearray | memoryview, local: bool = False) -> int:
         """Every open connection, on every worker unless ``local``; returns how
-        many connections of this worker got it."""
-        opcode, payload = encode_message(message, "broadcast")  # the frame is built once
-        sent = self._handler.broadcast_frame(serialize_frame(opcode, payload))
+        many connections of this worker got it (0 when called from another thread:
+        the count is known only on the reactor thread)."""
+        opcode, payload = encode_message(message, "broadcast")
+        handler = self._handler
+        if get_ident() != handler.reactor.loop_thread:
+            handler._post(None, (self._broadcast, (opcode, payload, local)))
+            return 0
+        return self._broadcast(opcode, payload, local)
+
+    def _broadcast(self, opcode: int, payload: bytes, local: bool) -> int:
+        sent = self._handler.broadcast_frame(serialize_frame(opcode, payload))  # built once
         if not local:
             self._handler.topics.forward(EVERYONE, opcode, payload)
         return sent
@@ -349,6 +446,20 @@ class WebSocketServer:
 
     def call_every(self, interval: float, callback: Any, *args: Any) -> Timer:
         return self._handler.reactor.call_every(interval, callback, *args)
+
+    def call_soon_threadsafe(self, callback: Any, *args: Any) -> None:
+        self._handler._post(None, (callback, args))  # in order with this thread's sends
+
+    def run_in_thread(self, fn: Any, *args: Any) -> ReactorFuture:
+        return self._handler.pool.submit(fn, *args)
+
+    @property
+    def high_water(self) -> int:
+        return self._handler.high_water
+
+    @property
+    def low_water(self) -> int:
+        return self._handler.reactor.low_water
 
 
 class LiveConnections:
@@ -388,6 +499,7 @@ class WebSocketHandler(Handler):
         origins: list[str | None] | None = None,
         forwarded_allow_ips: tuple[str, ...] = (),
         broker: Callable[[Topics], Any] | None = None,
+        threads: int = DEFAULT_THREADS,
     ) -> None:
         self.reactor = reactor
         # The receive buffer prepared once for the C routines (every on_data
@@ -412,6 +524,14 @@ class WebSocketHandler(Handler):
         # --forwarded-allow-ips: proxies whose X-Forwarded-For names the client ("*": any).
         self.forwarded_allow_ips = frozenset(forwarded_allow_ips)
         self._forwarded: dict[WebSocketConnection, tuple[str, int]] = {}  # proxied ones only
+        self.high_water = reactor.high_water  # flow control: see _await_drain
+        self._draining: set[WebSocketConnection] = set()  # over high water, owed on_drain
+        self.pool = ThreadPool(reactor, threads)  # starts no thread until run_in_thread
+        # What other threads asked, in order: frames, and calls (close, ping,
+        # broadcast, call_soon_threadsafe); run by one reactor-thread call per batch.
+        self._outbox: deque[tuple[WebSocketConnection | None, Any]] = deque()
+        self._outbox_armed = False
+        reactor.add_finisher(self.pool.join)  # a graceful stop waits for running jobs
         self.app = make_app(app)
         self._bind_app()
         reactor.call_every(SWEEP_INTERVAL, self._sweep)
@@ -420,8 +540,15 @@ class WebSocketHandler(Handler):
             start(self.server)
 
     def _bind_app(self) -> None:
-        on_upgrade, on_open, on_message, on_close = callbacks(self.app)
-        self._app_upgrade, self._app_open = on_upgrade, on_open
+        chosen = dict(zip(COROUTINE_CALLBACKS, callbacks(self.app), strict=True))
+        coroutines = coroutine_callbacks(self.app)
+        self.async_callbacks = AsyncCallbacks(self.reactor) if coroutines else None
+        for name in coroutines - {"on_upgrade"}:
+            chosen[name] = self.async_callbacks.wrap(name, chosen[name])
+        on_message, on_close = chosen["on_message"], chosen["on_close"]
+        self._app_upgrade, self._app_open = chosen["on_upgrade"], chosen["on_open"]
+        self._app_drain = chosen["on_drain"]
+        self._async_upgrade = "on_upgrade" in coroutines
         self.connection_class = type(
             "WebSocketConnection",
             (WebSocketConnection,),
@@ -473,6 +600,65 @@ class WebSocketHandler(Handler):
         if type(ws) is self.connection_class:
             ws.connection_lost()  # reports 1006 to the app unless the handshake completed
 
+    # ---- frames sent from other threads --------------------------------------
+
+    def _post(self, ws: WebSocketConnection | None, item: Any) -> None:
+        """Any thread: a frame (bytes) for ``ws``, or a call ``(fn, args)``
+        about ``ws`` (None: about every connection). One FIFO for all of them,
+        so one thread's sends, closes and calls take effect in its order. One
+        drain is scheduled per batch; the drain clears ``_outbox_armed`` before
+        it starts (as the reactor's wake-up does), so an item is either in the
+        running drain or schedules the next."""
+        self._outbox.append((ws, item))
+        if not self._outbox_armed:
+            self._outbox_armed = True
+            self.reactor.call_soon_threadsafe(self._drain_outbox)
+
+    def _drain_outbox(self) -> None:
+        """Reactor thread: consecutive frames for one connection leave in one
+        write (a coroutine answering 16 pipelined messages: one syscall); a
+        call first writes the frames it came after."""
+        self._outbox_armed = False
+        outbox, frames = self._outbox, {}
+        for _ in range(len(outbox)):
+            ws, item = outbox.popleft()
+            if type(item) is bytes:
+                frames.setdefault(ws, []).append(item)
+                continue
+            if ws is None:
+                _write_frames(frames)
+                frames.clear()
+            elif ws in frames:
+                _write_frames({ws: frames.pop(ws)})
+            callback, args = item
+            try:
+                callback(*args)
+            except Exception:
+                log.exception("call %r from another thread failed", callback)
+        _write_frames(frames)
+
+    # ---- flow control: on_drain ------------------------------------------------
+
+    def _await_drain(self, ws: WebSocketConnection) -> None:
+        """Output went over high water: on_drain is owed once it is down to
+        the reactor's low water (on_writable below)."""
+        if ws not in self._draining:
+            self._draining.add(ws)
+            if self._corked is not ws:  # else _flush arranges it once the parts are written
+                ws._conn.want_low_water()
+
+    def on_writable(self, conn: Connection) -> None:
+        ws = conn.ctx
+        if ws not in self._draining or type(ws) is not self.connection_class:
+            return
+        self._draining.discard(ws)
+        if ws._state is not OPEN:
+            return
+        try:
+            self._app_drain(ws)
+        except Exception as exc:
+            ws._app_failed("on_drain", exc)
+
     # ---- frames ------------------------------------------------------------
 
     def _feed(self, conn: Connection, ws: WebSocketConnection, buf: Any, start: int, end: int):
@@ -523,6 +709,8 @@ class WebSocketHandler(Handler):
             self._gather = False
         if self.topics.dirty:
             self.topics.flush()  # this read's publishes, one write per subscriber
+        if self._draining and ws in self._draining:
+            conn.want_low_water()
         if ws._state is CLOSED:  # close answered or a violation: TCP goes once flushed
             conn.close_after_flush()
             if conn.pending():
@@ -595,40 +783,46 @@ class WebSocketHandler(Handler):
                 origins=self.origins,
             )
         if isinstance(answer, handshake.Accept):
+            if self._async_upgrade:
+                self._await_upgrade(conn, request, answer, bytes(memoryview(buf)[start:end]))
+                return 101  # unless the coroutine refuses: the access log cannot wait
             refusal = self._ask_app(request)
             if refusal is None:
                 self._open(conn, request, answer, buf, start, end)
                 return 101
             answer = refusal
-        conn.write(
-            error_response(
-                answer.status,
-                answer.reason,
-                keep_alive=False,
-                extra_headers=answer.headers,
-                head=request.method == "HEAD",
-            )
-        )
+        conn.write(_refusal_response(answer, request))
         conn.close_after_flush(linger=True)  # unread input must not turn it into a reset
         return answer.status
 
     def _ask_app(self, request: Request) -> handshake.Reject | None:
         try:
-            verdict = self._app_upgrade(request)
-            if verdict is None:
-                return None
-            if is_refusal(verdict):
-                return handshake.reject(*verdict)
-        except Exception:
-            log.exception("application on_upgrade failed; answering 500")
-            return handshake.reject(500, "internal error")
-        log.error(
-            "application on_upgrade returned %.100r; it must return None to accept, or "
-            "(status, reason) or (status, reason, headers) with a 4xx/5xx status to refuse; "
-            "answering 500",
-            verdict,
-        )
-        return handshake.reject(500, "internal error")
+            return _refusal(self._app_upgrade(request))
+        except Exception as exc:  # in the app, or a malformed verdict
+            return _upgrade_failed(exc)
+
+    def _await_upgrade(self, conn, request, answer: handshake.Accept, rest: bytes) -> None:
+        """A coroutine on_upgrade: the handshake completes when it returns; the
+        reactor serves other connections meanwhile."""
+        conn.pause_reading()
+        conn.ctx = waiting = AwaitingApp(ANSWERED.parser, ANSWERED.buf, self.reactor.now)
+
+        def decided(verdict: Any, error: BaseException | None) -> None:
+            if conn.ctx is not waiting or conn.handler is not self:
+                return  # timed out (408) or closed meanwhile
+            conn.resume_reading()
+            try:
+                refusal = _upgrade_failed(error) if error else _refusal(verdict)
+            except Exception as exc:  # a malformed verdict
+                refusal = _upgrade_failed(exc)
+            if refusal is None:
+                self._open(conn, request, answer, rest, 0, len(rest))
+            else:
+                conn.ctx = ANSWERED
+                conn.write(_refusal_response(refusal, request))
+                conn.close_after_flush(linger=True)
+
+        self.async_callbacks.run_upgrade(self._app_upgrade, request, decided)
 
     def _open(self, conn, request, answer: handshake.Accept, buf: Any, start: int, end: int):
         ws = self.connection_class(conn, answer.subprotocol, self.max_message_size)
@@ -791,6 +985,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "server attached to that Redis (pub/sub; needs hiredis) (docs/topics.md)",
     )
     add(
+        "--threads",
+        type=_thread_count,
+        default=DEFAULT_THREADS,
+        metavar="N",
+        help="threads per worker for server.run_in_thread (started as needed; "
+        "see docs/threads-and-asyncio.md)",
+    )
+    add(
         "--app",
         type=load_app,
         default=None,
@@ -818,6 +1020,13 @@ def broker_url(value: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _thread_count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def make_handler(options: argparse.Namespace, reactor: Reactor) -> WebSocketHandler:
     if native.active != "c":
         log.warning(
@@ -838,6 +1047,7 @@ def make_handler(options: argparse.Namespace, reactor: Reactor) -> WebSocketHand
         origins=None if origins is None else [o or None for o in origins],
         forwarded_allow_ips=options.forwarded_allow_ips,
         broker=lambda sink: brokers.create(options, reactor, sink),
+        threads=options.threads,
     )
     log.info(
         "websocket: app=%s max-message-size=%d ping-interval=%gs",
