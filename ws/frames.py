@@ -16,8 +16,9 @@ Reading (server side, so every frame must be masked):
 Checks, in this order, each as soon as the bytes proving it have arrived:
 RSV bits (only those of a negotiated extension, ``rsv``: RSV1 for
 permessage-deflate), reserved opcodes, FIN on control frames, RSV1 only on the
-first frame of a data message (RFC 7692 §6), mask bit, control payload <= 125, 64-bit length MSB, data frame
-length <= max_size (1009, before any payload is buffered). Non-minimal length
+first frame of a data message (RFC 7692 §6), mask bit, control payload
+<= 125, 64-bit length MSB, data frame length <= max_size (1009, before any
+payload is buffered). Non-minimal length
 encodings (a short length sent in the 16- or 64-bit form) are TOLERATED, as
 Autobahn|Testsuite and most servers do: the length is unambiguous either way.
 
