@@ -58,7 +58,7 @@ from ..handler import Handler
 from ..http.request import HttpError, Request, RequestParser
 from ..http.static import error_response
 from ..loop import Connection, Reactor, Timer
-from ..ws import handshake, native
+from ..ws import deflate, handshake, native
 from ..ws import unmask as _unmask
 from ..ws.frames import (
     CLOSE_GOING_AWAY,
@@ -127,8 +127,14 @@ class WebSocketConnection(ServerProtocol):
     _app_message: Any
     _app_close: Any
 
-    def __init__(self, conn: Connection, subprotocol: str | None, max_message_size: int) -> None:
-        ServerProtocol.__init__(self, max_message_size)
+    def __init__(
+        self,
+        conn: Connection,
+        subprotocol: str | None,
+        max_message_size: int,
+        extension: deflate.PerMessageDeflate | None = None,
+    ) -> None:
+        ServerProtocol.__init__(self, max_message_size, extension)
         self._conn = conn
         self.data: Any = None
         self.subprotocol = subprotocol
@@ -149,6 +155,9 @@ class WebSocketConnection(ServerProtocol):
             payload, headers, opcode = message.encode(), _TEXT_HEADERS, OP_TEXT
         else:
             payload, headers, opcode = _as_bytes(message), _BINARY_HEADERS, OP_BINARY
+        codec = self._deflate  # permessage-deflate: the one check when it is off
+        if codec is not None and len(payload) >= codec.threshold:
+            return self._push(self.frame_message(opcode, payload))
         handler = self.handler
         if handler._corked is self:  # answering its own input: one write after the read
             parts = handler._parts
@@ -287,13 +296,19 @@ class WebSocketServer:
 
     def broadcast(self, message: str | bytes | bytearray | memoryview) -> int:
         if isinstance(message, str):
-            frame = serialize_frame(OP_TEXT, message.encode())
+            opcode, payload = OP_TEXT, message.encode()
         else:
-            frame = serialize_frame(OP_BINARY, _as_bytes(message))  # built once for all
+            opcode, payload = OP_BINARY, _as_bytes(message)
+        frame = serialize_frame(opcode, payload)  # built once for all
+        compressed: dict[int, bytes] = {}  # and once per shared compressor
         sent = 0
         for ws in self.connections:
-            if ws._state is OPEN and ws._push(frame):
-                sent += 1
+            if ws._state is OPEN:
+                if ws._deflate is not None:
+                    frame_for_ws = _compressed_frame(ws, opcode, payload, frame, compressed)
+                    sent += ws._push(frame_for_ws)
+                elif ws._push(frame):
+                    sent += 1
         return sent
 
     def call_later(self, delay: float, callback: Any, *args: Any) -> Timer:
@@ -301,6 +316,24 @@ class WebSocketServer:
 
     def call_every(self, interval: float, callback: Any, *args: Any) -> Timer:
         return self._handler.reactor.call_every(interval, callback, *args)
+
+
+def _compressed_frame(
+    ws: WebSocketConnection, opcode: int, payload: bytes, plain: bytes, built: dict[int, bytes]
+) -> bytes:
+    """The frame of a broadcast for a connection with permessage-deflate:
+    compressed once per shared compressor (``built``), or for it alone when
+    it keeps a compression context."""
+    codec = ws._deflate
+    if len(payload) < codec.threshold:
+        return plain
+    key = codec.broadcast_key
+    if key is None:
+        return ws.frame_message(opcode, payload)
+    frame = built.get(key)
+    if frame is None:
+        frame = built[key] = ws.frame_message(opcode, payload)
+    return frame
 
 
 class LiveConnections:
@@ -338,8 +371,11 @@ class WebSocketHandler(Handler):
         header_timeout: float = DEFAULT_HEADER_TIMEOUT,
         subprotocols: tuple[str, ...] = (),
         origins: list[str | None] | None = None,
+        compression: deflate.Compression | None = None,
     ) -> None:
         self.reactor = reactor
+        # permessage-deflate: this worker's mode and shared compressors
+        self.compression = deflate.Compression("off") if compression is None else compression
         # The receive buffer prepared once for the C routines (every on_data
         # view starts at its offset 0).
         self._window = _unmask.window(reactor.recv_buffer)
@@ -496,6 +532,7 @@ class WebSocketHandler(Handler):
             head_end,
             subprotocols=self.subprotocols,
             origins=self.origins,
+            extensions=self.compression.enabled,
         )  # the usual upgrade in one C call; None: validate() decides
         self._upgrade(conn, request, buf, head_end, end, answer)
 
@@ -522,6 +559,7 @@ class WebSocketHandler(Handler):
                 request.headers,
                 subprotocols=self.subprotocols,
                 origins=self.origins,
+                compression=self.compression,
             )
         if isinstance(answer, handshake.Accept):
             refusal = self._ask_app(request)
@@ -550,7 +588,9 @@ class WebSocketHandler(Handler):
             return handshake.reject(500, "internal error")
 
     def _open(self, conn, request, answer: handshake.Accept, buf: Any, start: int, end: int):
-        ws = self.connection_class(conn, answer.subprotocol, self.max_message_size)
+        ws = self.connection_class(
+            conn, answer.subprotocol, self.max_message_size, answer.extension
+        )
         ws.accept()
         conn.ctx = ws
         self.open_count += 1
@@ -636,7 +676,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-message-size",
         type=int,
         default=DEFAULT_MAX_MESSAGE_SIZE,
-        help="largest message in bytes, checked from each frame header; larger: close 1009",
+        help="largest message in bytes (inflated size when compressed), checked from each frame "
+        "header and while inflating; larger: close 1009",
     )
     add(
         "--ping-interval",
@@ -673,6 +714,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Origin; default: any)",
     )
     add(
+        "--compression",
+        choices=deflate.MODES,
+        default=deflate.DEFAULT_MODE,
+        help="permessage-deflate: 'shared' (one compressor per worker, no context kept by "
+        "the server), 'full' (contexts per connection both ways), 'off'",
+    )
+    add(
+        "--compression-threshold",
+        type=_byte_count,
+        default=deflate.DEFAULT_THRESHOLD,
+        metavar="BYTES",
+        help="messages shorter than this are sent uncompressed",
+    )
+    add(
         "--app",
         type=load_app,
         default=None,
@@ -680,6 +735,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the application: a WebSocketApp instance, subclass or factory "
         "(default: echo every message)",
     )
+
+
+def _byte_count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more bytes")
+    return value
 
 
 def make_handler(options: argparse.Namespace, reactor: Reactor) -> WebSocketHandler:
@@ -700,11 +762,16 @@ def make_handler(options: argparse.Namespace, reactor: Reactor) -> WebSocketHand
         header_timeout=getattr(options, "header_timeout", DEFAULT_HEADER_TIMEOUT),
         subprotocols=tuple(options.subprotocol),
         origins=None if origins is None else [o or None for o in origins],
+        compression=deflate.Compression(
+            getattr(options, "compression", deflate.DEFAULT_MODE),
+            getattr(options, "compression_threshold", deflate.DEFAULT_THRESHOLD),
+        ),
     )
     log.info(
-        "websocket: app=%s max-message-size=%d ping-interval=%gs",
+        "websocket: app=%s max-message-size=%d ping-interval=%gs compression=%s",
         type(handler.app).__qualname__,
         options.max_message_size,
         options.ping_interval,
+        handler.compression.mode,
     )
     return handler
