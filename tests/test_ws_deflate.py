@@ -95,7 +95,7 @@ def answer(offer: str, mode: str = "shared") -> str | None:
             "permessage-deflate; server_max_window_bits=10",
         ),
         (
-            "permessage-deflate; server_max_window_bits=\"11\"",  # §9.1: a quoted token
+            'permessage-deflate; server_max_window_bits="11"',  # §9.1: a quoted token
             "permessage-deflate; server_no_context_takeover; server_max_window_bits=11",
             "permessage-deflate; server_max_window_bits=11",
         ),
@@ -133,7 +133,7 @@ def test_each_parameter_is_answered_per_mode(offer, shared, full):
         "permessage-deflate; client_max_window_bits=",
         "permessage-deflate; server_max_window_bits=8",  # zlib cannot deflate with 8 bits
         "permessage-deflate; bad param=1",
-        "permessage-deflate; client_max_window_bits=\"1 0\"",
+        'permessage-deflate; client_max_window_bits="1 0"',
         "x-webkit-deflate-frame",
         "deflate-frame; no_context_takeover",
     ],
@@ -328,9 +328,7 @@ def test_a_compressed_text_message_is_inflated(impl, step):
 def test_context_takeover_across_messages(impl):
     compressor = zlib.compressobj(6, zlib.DEFLATED, -9)
     payload = b"a repeated sentence, a repeated sentence " * 10
-    wire = b"".join(
-        compressed_frame(payload, OP_BINARY, compressor=compressor) for _ in range(3)
-    )
+    wire = b"".join(compressed_frame(payload, OP_BINARY, compressor=compressor) for _ in range(3))
     events = feed(machine("permessage-deflate; client_max_window_bits"), wire)
     assert events == [("message", payload)] * 3
 
