@@ -302,3 +302,26 @@ def test_the_fast_path_declines_an_offer_only_when_compression_is_on():
     assert b"Extensions" not in full.response
     fast, full = both(head_with(), deflate.Compression("shared"))  # no offer: the fast path
     assert fast is not None and fast == full
+
+
+# ---- the benchmark runs (bench/ws_compression.py, smoke size) ------------------------------
+
+
+def test_compression_bench_smoke(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "bench" / "ws_compression.py"
+    out = tmp_path / "results.json"
+    subprocess.run(
+        [sys.executable, str(script), "--quick", "--servers", "ours-shared", "--idle", "50",
+         "--duration", "0.5", "--json", str(out)],
+        check=True, timeout=120, capture_output=True,
+    )  # fmt: skip
+    results = json.loads(out.read_text())
+    assert [r["scenario"] for r in results] == ["idle", "idle", "echo"]
+    echo = results[-1]
+    assert echo["bad_replies"] == 0 and echo["messages_per_s"] > 0
+    assert "server_no_context_takeover" in echo["answer"]

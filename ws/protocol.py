@@ -200,16 +200,22 @@ class _CompressedMessage(_Message):
         self.limit = limit
 
     def add(self, chunk: memoryview) -> None:
-        inflated = _deflate.inflate(self.inflater, chunk, self.limit - len(self.buffer))
-        if inflated:
-            _Message.add(self, memoryview(inflated))
+        self._take(_deflate.inflate(self.inflater, chunk, self.limit - len(self.buffer)))
 
     def result(self) -> str | bytes:
-        tail = _deflate.finish(self.inflater, self.limit - len(self.buffer))
-        if tail:
-            _Message.add(self, memoryview(tail))
+        self._take(_deflate.finish(self.inflater, self.limit - len(self.buffer)))
         self.codec.message_done(self.inflater)
         return _Message.result(self)
+
+    def _take(self, inflated: bytes) -> None:
+        room = self.limit - len(self.buffer)
+        if len(inflated) > room:
+            # Text is validated up to the limit first, so a message gets the same
+            # close code (1007 before 1009) however its bytes were split by reads.
+            _Message.add(self, memoryview(inflated)[:room])
+            raise ProtocolError(CLOSE_TOO_BIG, "message too big once inflated")
+        if inflated:
+            _Message.add(self, memoryview(inflated))
 
 
 class ServerProtocol:
