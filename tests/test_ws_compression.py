@@ -304,6 +304,41 @@ def test_the_fast_path_declines_an_offer_only_when_compression_is_on():
     assert fast is not None and fast == full
 
 
+# ---- memory: an idle connection with the extension ------------------------------------------
+
+
+def open_compressed(port: int, count: int, offer: str) -> list[RawClient]:
+    """``count`` connections that negotiated ``offer`` and echoed one compressed
+    message each (so whatever a connection allocates lazily exists)."""
+    message = b'{"user": "ada", "text": "hello there"} ' * 20
+    clients = []
+    for _ in range(count):
+        client = RawClient(port, offer)
+        client.sock.sendall(frame(0x1, client_deflate(message), rsv1=True))
+        b0, _ = client.recv_frame()
+        assert b0 == 0xC1
+        clients.append(client)
+    return clients
+
+
+def test_idle_connection_in_shared_mode_costs_at_most_512_bytes(server_factory):
+    """Server RSS growth per idle connection whose client keeps no context."""
+    from testkit import rss_bytes, wait_until
+
+    count, offer = 3000, "permessage-deflate; client_no_context_takeover"
+    server = server_factory("--proto", "ws", "--compression", "shared")
+    for client in open_compressed(server.port, 200, offer):  # warm every path once
+        client.close()
+    assert wait_until(lambda: len(os.listdir(f"/proc/{server.pid}/fd")) < 20)
+    before = rss_bytes(server.pid)
+    clients = open_compressed(server.port, count, offer)
+    per_connection = (rss_bytes(server.pid) - before) / count
+    for client in clients:
+        client.close()
+    print(f"idle compressed connection (shared): {per_connection:.0f} B of server RSS")
+    assert per_connection <= 512, f"{per_connection:.0f} B per idle connection"
+
+
 # ---- the benchmark runs (bench/ws_compression.py, smoke size) ------------------------------
 
 
