@@ -7,6 +7,7 @@ C fast path and full check deciding together.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import socket
 import struct
@@ -302,6 +303,57 @@ def test_the_fast_path_declines_an_offer_only_when_compression_is_on():
     assert b"Extensions" not in full.response
     fast, full = both(head_with(), deflate.Compression("shared"))  # no offer: the fast path
     assert fast is not None and fast == full
+
+
+# ---- broadcast: compressed once per shared compressor, plain for the others -------------------
+
+BROADCAST_APP = """
+from reactor.app import WebSocketApp
+
+
+class Shout(WebSocketApp):
+    def on_message(self, conn, data):
+        conn.send(str(self.server.broadcast(data)))
+
+
+shout = Shout()
+"""
+
+
+@pytest.mark.parametrize("mode", ["shared", "full"])
+def test_broadcast_reaches_plain_and_compressed_clients(
+    server_factory, tmp_path, monkeypatch, mode
+):
+    (tmp_path / "shoutapp.py").write_text(BROADCAST_APP)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    server = server_factory("--proto", "ws", "--compression", mode, "--app", "shoutapp:shout")
+    factories = [
+        None,
+        ClientPerMessageDeflateFactory(client_max_window_bits=True),
+        ClientPerMessageDeflateFactory(client_no_context_takeover=True),
+        ClientPerMessageDeflateFactory(server_max_window_bits=10),
+    ]
+    text = '{"event": "news", "body": "' + "all the news that fits " * 20 + '"}'
+    inflater = zlib.decompressobj(-15)  # the raw client's, kept across messages
+    with contextlib.ExitStack() as stack:
+        raw_plain = stack.enter_context(contextlib.closing(RawClient(server.port, None)))
+        raw_deflate = stack.enter_context(contextlib.closing(RawClient(server.port)))
+        clients = [
+            stack.enter_context(
+                ws_client(server.port, compression=None, extensions=[f] if f else None)
+            )
+            for f in factories
+        ]
+        for round_ in range(3):  # kept contexts (full mode) must stay in step
+            message = f"{round_} {text}"
+            clients[round_].send(message)
+            for ws in clients:
+                assert ws.recv(timeout=10) == message
+            assert clients[round_].recv(timeout=10) == str(len(clients) + 2)
+            assert raw_plain.recv_frame() == (0x81, message.encode())
+            b0, payload = raw_deflate.recv_frame()
+            assert b0 == 0xC1  # compressed for the client that negotiated it
+            assert inflater.decompress(payload + TAIL) == message.encode()
 
 
 # ---- memory: an idle connection with the extension ------------------------------------------

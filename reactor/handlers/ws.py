@@ -13,7 +13,7 @@ incomplete, ANSWERED once an HTTP error answer is on its way, then the
 is also the object the application gets as ``conn``. It adds four slots
 (reactor slot, user data, subprotocol, ping mark), all pointing at shared
 objects while idle: no buffer, timer, dict entry or request survives the
-handshake (104 B, plus the reactor's 88 B event slot).
+handshake (112 B, plus the reactor's 88 B event slot).
 
 Hot path: ``on_data`` hands the reactor's receive buffer itself to
 ``receive()`` (frames are unmasked in place). Output is CORKED meanwhile:
@@ -305,9 +305,10 @@ class WebSocketServer:
         for ws in self.connections:
             if ws._state is OPEN:
                 if ws._deflate is not None:
-                    frame_for_ws = _compressed_frame(ws, opcode, payload, frame, compressed)
-                    sent += ws._push(frame_for_ws)
-                elif ws._push(frame):
+                    ws_frame = _compressed_frame(ws, opcode, payload, frame, compressed)
+                else:
+                    ws_frame = frame
+                if ws._push(ws_frame):
                     sent += 1
         return sent
 
