@@ -441,3 +441,17 @@ def test_send_compresses_from_the_threshold_on():
     big = proto.send("b" * 100)
     assert big[0] == 0x80 | RSV1 | OP_TEXT
     assert server_inflate(big[2:]) == b"b" * 100
+
+
+@pytest.mark.parametrize("step", [0, 1, 5])
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        (b"\xff" + b"a" * 3000, CLOSE_INVALID_DATA),  # bad before the limit: 1007 first
+        (b"a" * 3000 + b"\xff", CLOSE_TOO_BIG),  # bad past the limit: never looked at
+        ("é".encode() * 1500, CLOSE_TOO_BIG),
+    ],
+)
+def test_the_close_code_does_not_depend_on_how_reads_split_a_message(impl, step, text, code):
+    """One frame read whole (the fast path) or in pieces: the same answer."""
+    assert closed_with(feed(machine(max_size=2000), compressed_frame(text), step)) == code
