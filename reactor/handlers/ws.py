@@ -21,6 +21,13 @@ frames the app sends to this connection, pongs and close frames collect in
 one handler-wide list (no copies) and leave in ONE write after the read, so
 16 pipelined echoes cost one syscall, not 16 (see WRITEV_MIN for how).
 
+permessage-deflate (--compression, docs/compression.md): the handshake's
+``validate`` negotiates it and hands over the connection's codec (ws/deflate.py,
+shared by every connection that keeps no context), which ServerProtocol keeps
+in its one slot; ``send`` compresses from --compression-threshold bytes on, on
+the loop thread (the shared compressor is the worker's, not thread-safe), and
+``broadcast`` compresses once per shared compressor.
+
 Timers: ONE sweep every SWEEP_INTERVAL walks the reactor's slots for
 keepalive and header timeouts, so nothing per connection is scheduled:
 - a connection silent since its accept is closed after --header-timeout
