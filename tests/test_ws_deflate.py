@@ -455,3 +455,97 @@ def test_send_compresses_from_the_threshold_on():
 def test_the_close_code_does_not_depend_on_how_reads_split_a_message(impl, step, text, code):
     """One frame read whole (the fast path) or in pieces: the same answer."""
     assert closed_with(feed(machine(max_size=2000), compressed_frame(text), step)) == code
+
+
+# ---- inflating in bounded steps: the read's budget ----------------------------------------
+
+
+class Staller(Recorder):
+    __slots__ = ()
+
+    def on_stall(self):
+        self.events.append(("stall",))
+
+
+def test_inflating_yields_after_the_read_budget_and_resumes_in_order(impl, monkeypatch):
+    compression = deflate.Compression("shared", read_budget=1000)
+    _, codec = compression.negotiate(["permessage-deflate"])
+    proto = Staller(1 << 20, codec)
+    proto.events = []
+    proto.accept()
+    produced = []
+    real = zlib.decompressobj
+
+    class Watched:
+        def __init__(self, wbits):
+            self._inner = real(wbits)
+
+        def decompress(self, data, max_length=0):
+            out = self._inner.decompress(data, max_length)
+            produced.append(len(out))
+            return out
+
+        def __getattr__(self, name):
+            return getattr(self._inner, name)
+
+    monkeypatch.setattr(deflate.zlib, "decompressobj", Watched)
+    text = "the same line again, " * 2500  # 52,500 bytes from a few hundred
+    wire = compressed_frame(text.encode()) + serialize_masked_frame(OP_PING, b"after", KEY)
+    assert proto.receive(bytearray(wire)) == len(wire)  # the rest of the window is kept
+    steps = 0
+    while proto.stalled:
+        assert proto.events[-1] == ("stall",)
+        proto.events.clear()
+        assert max(produced) <= 1000  # never more than the budget in one step
+        produced.clear()
+        proto.drain()
+        steps += 1
+    assert steps >= 50
+    assert [e[0] for e in proto.events] == ["message", "out"]  # then the ping's pong
+    assert proto.events[0] == ("message", text)
+
+
+def test_a_local_close_during_a_stall_still_reads_the_peers_close(impl):
+    compression = deflate.Compression("shared", read_budget=100)
+    _, codec = compression.negotiate(["permessage-deflate"])
+    proto = Staller(1 << 20, codec)
+    proto.events = []
+    proto.accept()
+    close = serialize_masked_frame(0x8, (1000).to_bytes(2, "big"), KEY)
+    proto.receive(bytearray(compressed_frame(b"x" * 5000) + close))
+    assert proto.stalled
+    proto.close()  # CLOSING: the message will not be delivered, the peer's close still counts
+    while proto.stalled:
+        proto.drain()
+    assert proto.state is protocol.CLOSED
+    assert ("close", 1000) in proto.events and not [e for e in proto.events if e[0] == "message"]
+
+
+def test_without_an_on_stall_receive_drains_at_once(impl):
+    compression = deflate.Compression("shared", read_budget=10)
+    _, codec = compression.negotiate(["permessage-deflate"])
+    proto = Recorder(1 << 20, codec)
+    proto.events = []
+    proto.accept()
+    text = "drained in one receive() call " * 100
+    assert feed(proto, compressed_frame(text.encode()) * 2) == [("message", text)] * 2
+    assert not proto.stalled
+
+
+def test_a_final_block_inside_a_stalled_message_ends_the_draining(impl):
+    """Input held back by a stall that lies after the stream's final block is
+    padding: drain() must not stall on it forever (found by the fuzz target)."""
+    compression = deflate.Compression("shared", read_budget=50)
+    _, codec = compression.negotiate(["permessage-deflate"])
+    proto = Staller(1 << 20, codec)
+    proto.events = []
+    proto.accept()
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+    final = compressor.compress(b"ends early " * 300) + compressor.flush(zlib.Z_FINISH)
+    proto.receive(bytearray(serialize_masked_frame(OP_TEXT | RSV1, final + bytes(40), KEY)))
+    for _ in range(1000):
+        if not proto.stalled:
+            break
+        proto.drain()
+    assert not proto.stalled
+    assert [e for e in proto.events if e[0] == "message"] == [("message", "ends early " * 300)]

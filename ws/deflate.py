@@ -61,6 +61,11 @@ FULL_MEM_LEVEL = 8
 # shared mode, per-connection inflater: the smallest window zlib deflates with.
 SMALLEST_WINDOW = 9
 MAX_WINDOW = 15  # §7.1.2: window bits are 8..15
+# Inflated bytes one read may produce before the connection yields to the loop
+# (ServerProtocol.on_stall / drain): 1 MiB inflates in about 3 ms here, where a
+# 16 MiB "zip bomb" read in one go held the loop for about 70 ms.
+DEFAULT_READ_BUDGET = 1 << 20
+MAX_RATIO = 1032  # deflate's largest expansion (258-byte matches in ~2 bits): a bound
 _WINDOW_VALUES = {str(bits): bits for bits in range(8, MAX_WINDOW + 1)}  # §7.1.2.1 ABNF
 
 
@@ -206,13 +211,22 @@ class Compression:
     window size asked for, at most 7) and the codecs of connections that need
     no state of their own."""
 
-    def __init__(self, mode: str = DEFAULT_MODE, threshold: int = DEFAULT_THRESHOLD) -> None:
+    def __init__(
+        self,
+        mode: str = DEFAULT_MODE,
+        threshold: int = DEFAULT_THRESHOLD,
+        read_budget: int = DEFAULT_READ_BUDGET,
+    ) -> None:
         if mode not in MODES:
             raise ValueError(f"compression mode must be one of {MODES}, not {mode!r}")
         if threshold < 0:
             raise ValueError("compression threshold must be >= 0")
+        if read_budget < 1:
+            raise ValueError("the inflate budget per read must be >= 1")
         self.mode = mode
         self.threshold = threshold
+        self.read_budget = read_budget
+        self.budget = read_budget  # what the read being processed may still inflate
         self._compressors: dict[int, zlib._Compress] = {}
         self._stateless: dict[Agreement, PerMessageDeflate] = {}
 

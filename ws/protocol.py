@@ -99,6 +99,20 @@ DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 _TEXT_FINAL = FIN | OP_TEXT
 _BINARY_FINAL = FIN | OP_BINARY
 _DEFLATED_FINAL = (FIN | RSV1 | OP_TEXT, FIN | RSV1 | OP_BINARY)  # a whole compressed message
+
+
+class _Stalled(Exception):
+    """Inflating spent the read's budget (``Compression.read_budget``): the
+    rest of the window waits for ``drain()``. ``pos``: where the window stops;
+    ``scanned``: the descriptors of the complete frames after it, whose
+    payloads the scanner already unmasked in place."""
+
+    def __init__(self, pos: int = 0, scanned: list[int] | None = None) -> None:
+        super().__init__(pos)
+        self.pos = pos
+        self.scanned = scanned or []
+
+
 _FULL_SCAN = _frames.SCAN_CAPACITY * 3  # descriptor slots of a scan that hit its capacity
 
 
@@ -193,7 +207,7 @@ class _CompressedMessage(_Message):
     """A message sent with RSV1 (RFC 7692 §7.2.2): each piece of payload is
     inflated as it arrives, never to more than the limit allows."""
 
-    __slots__ = ("codec", "inflater", "limit")
+    __slots__ = ("codec", "inflater", "limit", "fin", "pending", "leftover")
     compressed = True
 
     def __init__(self, opcode: int, codec: _deflate.PerMessageDeflate, limit: int) -> None:
@@ -201,9 +215,25 @@ class _CompressedMessage(_Message):
         self.codec = codec
         self.inflater = codec.inflater()
         self.limit = limit
+        self.fin = False  # the message's last frame has been received
+        self.pending: bytes | None = None  # compressed input held back by a stall
+        self.leftover: bytes | None = None  # the rest of the stalled window, still masked
 
-    def add(self, chunk: memoryview) -> None:
-        self._take(_deflate.inflate(self.inflater, chunk, self.limit - len(self.buffer)))
+    def add(self, chunk: memoryview | bytes) -> None:
+        """Inflate ``chunk`` within the limit and the read's budget; _Stalled
+        (the unread input kept in ``pending``) when the budget runs out first."""
+        owner = self.codec.owner
+        room = self.limit - len(self.buffer)
+        if owner.budget <= room:  # the budget, not the limit, bounds this step
+            inflated = _deflate.inflate(self.inflater, chunk, max(owner.budget, 1) - 1)
+        else:
+            inflated = _deflate.inflate(self.inflater, chunk, room)
+        owner.budget -= len(inflated)
+        self._take(inflated)
+        inflater = self.inflater
+        if inflater.unconsumed_tail and not inflater.eof:  # after a final block: padding
+            self.pending = inflater.unconsumed_tail
+            raise _Stalled
 
     def result(self) -> str | bytes:
         self._take(_deflate.finish(self.inflater, self.limit - len(self.buffer)))
@@ -219,6 +249,22 @@ class _CompressedMessage(_Message):
             raise ProtocolError(CLOSE_TOO_BIG, "message too big once inflated")
         if inflated:
             _Message.add(self, memoryview(inflated))
+
+
+def _masked_again(window: _unmask.Window, stall: _Stalled, end: int) -> bytes | None:
+    """A copy of ``window[stall.pos:end]`` as it came off the wire: the payloads
+    the scanner unmasked in place are masked again (XOR is its own inverse), so
+    the copy is scanned afresh by ``drain()``."""
+    pos = stall.pos
+    if pos >= end:
+        return None
+    rest = bytearray(window.view[pos:end])
+    it = iter(stall.scanned)
+    for kind, start, stop in zip(it, it, it):  # noqa: B905
+        if kind >= 0 and stop > start:
+            key = bytes(rest[start - pos - 4 : start - pos])
+            _unmask.unmask(memoryview(rest)[start - pos : stop - pos], key)
+    return bytes(rest)
 
 
 class ServerProtocol:
@@ -332,7 +378,8 @@ class ServerProtocol:
             return b""
         payload = _frames.close_payload(code, reason)  # validates before the transition
         self._transition("local_close")
-        self._message = None  # an unfinished incoming message will never be delivered
+        if not self.stalled:  # a stalled one is dropped by drain(), which still owes its input
+            self._message = None  # an unfinished incoming message will never be delivered
         return _frames.serialize_frame(OP_CLOSE, payload)
 
     # ---- receiving ----------------------------------------------------------
@@ -349,13 +396,61 @@ class ServerProtocol:
             end = len(window.data)
         if not 0 <= start <= end <= len(window.data):
             raise ValueError("window out of the buffer's bounds")
-        return self._receive(window, start, end)
+        pos = self.receive_window(window, start, end)
+        if type(self).on_stall is ServerProtocol.on_stall:  # no loop to come back from
+            while self.stalled:
+                self.drain()
+        return pos
 
     def receive_window(self, window: _unmask.Window, pos: int, end: int) -> int:
         """``receive`` for a caller that holds a ``Window`` (``unmask.window``)
         over its long-lived buffer and passes valid bounds: the per-read hot
-        path of the glue, without the lookup and the bounds check."""
+        path of the glue, without the lookup and the bounds check. With
+        permessage-deflate it may stall (see ``on_stall``)."""
+        if self._deflate is not None:
+            self._deflate.owner.budget = self._deflate.owner.read_budget
         return self._receive(window, pos, end)
+
+    # ---- inflating in bounded steps ------------------------------------------
+
+    def on_stall(self) -> None:
+        """Inflating spent this read's budget: the rest of the window was kept
+        (at most one read) and waits. Override to call ``drain()`` later from the
+        loop (and stop reading meanwhile); without an override ``receive``
+        drains at once, which leaves the work of one read unbounded."""
+
+    @property
+    def stalled(self) -> bool:
+        """Whether input waits for ``drain()``."""
+        message = self._message
+        return message is not None and message.compressed and message.pending is not None
+
+    def drain(self) -> None:
+        """Go on with a stalled connection for one more budget: the held-back
+        compressed input, then the rest of the window. Calls ``on_stall`` again
+        if the budget runs out first."""
+        message = self._message
+        if not self.stalled:
+            return
+        self._deflate.owner.budget = self._deflate.owner.read_budget
+        pending, leftover = message.pending, message.leftover
+        message.pending = message.leftover = None
+        try:
+            if self._state is OPEN:
+                message.add(pending)
+                if message.fin:
+                    self._message_end()
+            else:
+                self._message = None  # closing: the message will never be delivered
+        except _Stalled:
+            message.leftover = leftover
+            self.on_stall()
+            return
+        except ProtocolError as exc:
+            self._fail(exc.close_code, exc.reason)
+            return
+        if leftover and self._state is not CLOSED:
+            self._receive(_unmask.window(bytearray(leftover)), 0, len(leftover))
 
     def _receive(self, window: _unmask.Window, pos: int, end: int) -> int:
         state = self._state
@@ -370,6 +465,10 @@ class ServerProtocol:
                 pos = self._dispatch_window(window, pos, end)
         except ProtocolError as exc:
             self._fail(exc.close_code, exc.reason)
+            return end
+        except _Stalled as stall:  # the rest of the window waits for drain()
+            self._message.leftover = _masked_again(window, stall, end)
+            self.on_stall()
             return end
         return pos
 
@@ -394,13 +493,20 @@ class ServerProtocol:
             elif fast and kind == _BINARY_FINAL:
                 on_message(view[start:stop].tobytes())
                 fast = self._state is OPEN
-            elif fast and kind in _DEFLATED_FINAL:
+            elif (
+                fast
+                and kind in _DEFLATED_FINAL
+                and (stop - start) * _deflate.MAX_RATIO < self._deflate.owner.budget
+            ):  # within the read's budget whatever it inflates to
                 on_message(self._inflate_whole(kind & 0x0F, view[start:stop]))
                 fast = self._state is OPEN
             else:
                 if self._state is CLOSED:  # closed by a hook during this window
                     return pos
-                self._complete_frame(kind, view[start:stop])
+                try:
+                    self._complete_frame(kind, view[start:stop])
+                except _Stalled:
+                    raise _Stalled(stop, list(it)) from None
                 fast = self._message is None and self._state is OPEN
             pos = stop
         if len(descriptors) < _FULL_SCAN and pos < end and self._state is not CLOSED:
@@ -420,6 +526,7 @@ class ServerProtocol:
             _Message(opcode).add(memoryview(data)[:limit])
             raise ProtocolError(CLOSE_TOO_BIG, "message too big once inflated")
         codec.message_done(inflater)
+        codec.owner.budget -= len(data)
         if opcode == OP_BINARY:
             return data
         try:
@@ -435,7 +542,10 @@ class ServerProtocol:
             self._control(opcode, payload)
         elif self._state is OPEN:
             self._data_frame_start(kind, len(payload))
-            self._message.add(payload)
+            message = self._message
+            if message.compressed:
+                message.fin = bool(kind & FIN)  # for drain() if this frame stalls
+            message.add(payload)
             if kind & FIN:
                 self._message_end()
 
@@ -539,12 +649,19 @@ class ServerProtocol:
         frame.phase = window.unmask(pos, stop, frame.key, frame.phase)
         frame.remaining -= stop - pos
         chunk = window.view[pos:stop]
+        if frame.remaining == 0:
+            self._frame = None
         if frame.control is not None:
             frame.control += chunk
         elif self._state is OPEN:  # in CLOSING, data is dropped unread
-            self._message.add(chunk)
+            message = self._message
+            if message.compressed:
+                message.fin = frame.remaining == 0 and bool(frame.kind & FIN)
+            try:
+                message.add(chunk)
+            except _Stalled:
+                raise _Stalled(stop) from None
         if frame.remaining == 0:
-            self._frame = None
             self._end_partial(frame)
         return stop
 

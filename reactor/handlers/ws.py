@@ -264,6 +264,13 @@ class WebSocketConnection(ServerProtocol):
     def on_output(self, data: bytes) -> None:
         self._emit(data)  # pongs and close frames produced by receive()
 
+    def on_stall(self) -> None:
+        """Inflating spent this read's budget: stop reading and go on from the
+        loop, so other connections are served in between."""
+        conn = self._conn
+        conn.pause_reading()
+        self.handler.reactor.call_later(0, self.handler._drain, conn, self)
+
     def on_final_output(self, data: bytes) -> None:
         self._emit(data)  # always corked: it comes from receive()
         self.handler._final = True  # _flush closes TCP with it
@@ -473,6 +480,21 @@ class WebSocketHandler(Handler):
             raise
         self._corked = None
         self._flush(conn, ws)
+
+    def _drain(self, conn: Connection, ws: WebSocketConnection) -> None:
+        """One more budget of a stalled connection's input (see on_stall)."""
+        if conn.ctx is not ws or conn.handler is not self or not ws.stalled:
+            return  # closed meanwhile (the slot may hold another connection)
+        self._corked = ws
+        try:
+            ws.drain()
+        except BaseException:
+            self._uncork()
+            raise
+        self._corked = None
+        self._flush(conn, ws)
+        if not ws.stalled and ws._state is not CLOSED:
+            conn.resume_reading()
 
     def _uncork(self) -> None:
         self._corked = None

@@ -43,6 +43,7 @@ FAILURE_CODES = {PROTOCOL_ERROR, INVALID_DATA, TOO_BIG}
 SCAN_CAPACITY = frames.SCAN_CAPACITY
 RSV1 = 0x40  # RFC 7692 §6
 DEFLATE_TAIL = b"\x00\x00\xff\xff"  # RFC 7692 §7.2.2
+INFLATE_BUDGET = 53  # bytes one read may inflate before the connection stalls
 
 
 def valid_close_code(code: int) -> bool:
@@ -332,13 +333,18 @@ class Recorder(protocol.ServerProtocol):
     def on_output(self, data: bytes) -> None:
         self.events.extend(parse_server_frame(data))
 
+    def on_stall(self) -> None:
+        """Drained by run_protocol after each read, as the glue does from the loop."""
+
 
 def codec(compressed: bool) -> deflate.PerMessageDeflate | None:
     """The connection's codec when permessage-deflate was negotiated (client
     keeps its context, window 15: the model's inflater)."""
     if not compressed:
         return None
-    return deflate.Compression("full").negotiate(["permessage-deflate"])[1]
+    # A small inflate budget per read, so inputs stall and resume (on_stall / drain).
+    compression = deflate.Compression("full", read_budget=INFLATE_BUDGET)
+    return compression.negotiate(["permessage-deflate"])[1]
 
 
 def run_protocol(
@@ -358,6 +364,8 @@ def run_protocol(
         buffer[: len(chunk)] = chunk
         consumed = proto.receive(buffer, 0, len(chunk))
         assert 0 <= consumed <= len(chunk), "receive consumed more than it was given"
+        while proto.stalled:  # what the glue does from the loop, one budget at a time
+            proto.drain()
         if consumed < len(chunk):
             assert proto.state is protocol.CLOSED, "receive stopped early while not CLOSED"
     if proto.state is protocol.CLOSED:
