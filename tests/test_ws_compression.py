@@ -412,3 +412,21 @@ def test_compression_bench_smoke(tmp_path):
     echo = results[-1]
     assert echo["bad_replies"] == 0 and echo["messages_per_s"] > 0
     assert "server_no_context_takeover" in echo["answer"]
+
+
+def test_a_message_inflating_past_the_read_budget_is_delivered_in_order(server_factory):
+    """3 MiB from one small frame: the server inflates it 1 MiB per loop turn
+    (reading paused meanwhile), then answers the ping that followed it."""
+    server = server_factory("--proto", "ws", "--max-message-size", str(8 << 20))
+    text = b"budgeted line of text " * ((3 << 20) // 22)
+    client = RawClient(server.port)
+    try:
+        client.sock.sendall(frame(0x1, client_deflate(text), rsv1=True) + frame(0x9, b"after"))
+        b0, payload = client.recv_frame()
+        assert b0 == 0xC1
+        assert zlib.decompressobj(-15).decompress(payload + TAIL) == text
+        assert client.recv_frame() == (0x8A, b"after")
+        client.sock.sendall(frame(0x1, b"still reading"))  # reading resumed
+        assert client.recv_frame() == (0x81, b"still reading")
+    finally:
+        client.close()
