@@ -182,3 +182,76 @@ def _http_get(url: str, deadline: float) -> str:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+# Messages the page sends: JSON-like text that compresses, repeated so the
+# client's kept context matters, plus a short one that stays plain.
+BROWSER_ECHO_SCRIPT = """
+new Promise((resolve) => {
+  const ws = new WebSocket(`ws://${location.host}/`);
+  const sent = [];
+  for (let i = 0; i < 5; i++) {
+    sent.push(JSON.stringify({seq: i, user: "ada", text: "hello ".repeat(200 + i)}));
+  }
+  sent.push("short");
+  const got = [];
+  ws.onopen = () => sent.forEach((m) => ws.send(m));
+  ws.onmessage = (event) => {
+    got.push(event.data);
+    if (got.length === sent.length) {
+      resolve({extensions: ws.extensions, same: got.every((m, i) => m === sent[i])});
+      ws.close();
+    }
+  };
+  ws.onerror = () => resolve({error: true});
+})
+"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+@pytest.mark.skipif(not auto_is_built(), reason="--proto auto (reactor/handlers/auto.py) not built")
+@pytest.mark.parametrize("mode", ["shared", "full"])
+def test_chromium_echoes_with_permessage_deflate(server_factory, tmp_path, mode):
+    server = server_factory("--proto", "auto", "--compression", mode)
+    browser = Browser(tmp_path / "profile")
+    try:
+        result = run_in_page(browser, f"http://127.0.0.1:{server.port}/", BROWSER_ECHO_SCRIPT)
+    finally:
+        browser.stop()
+    # Chromium offers "permessage-deflate; client_max_window_bits"
+    expected = {
+        "shared": "permessage-deflate; server_no_context_takeover; client_max_window_bits=9",
+        "full": "permessage-deflate; client_max_window_bits=15",
+    }[mode]
+    assert result == {"extensions": expected, "same": True}
+
+
+def run_in_page(browser: Browser, url: str, script: str):
+    """Load ``url`` in a new page and return the value ``script`` (a promise) resolves to."""
+    deadline = time.monotonic() + DEADLINE
+    port = browser.devtools_port(deadline)
+    version = json.loads(_http_get(f"http://127.0.0.1:{port}/json/version", deadline))
+    ids = itertools.count(1)
+    with connect(version["webSocketDebuggerUrl"], max_size=None, open_timeout=10) as ws:
+        target = cdp_call(ws, "Target.createTarget", deadline, ids=ids, url="about:blank")
+        attached = cdp_call(
+            ws,
+            "Target.attachToTarget",
+            deadline,
+            ids=ids,
+            targetId=target["targetId"],
+            flatten=True,
+        )
+        page = Page(ws, attached["sessionId"])
+        page.ids = ids
+        page.call("Page.navigate", deadline, url=url)
+        page.wait_for("document.readyState === 'complete'", deadline, "the page to load")
+        reply = page.call(
+            "Runtime.evaluate",
+            deadline,
+            expression=script,
+            awaitPromise=True,
+            returnByValue=True,
+        )
+        assert "exceptionDetails" not in reply, reply
+        return reply["result"].get("value")

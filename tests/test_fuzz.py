@@ -100,8 +100,8 @@ def test_frames_target_notices_c_and_python_disagreeing(monkeypatch):
 
     real = frames.scan_window_python
 
-    def off_by_one(window, start, end, max_size):
-        out = real(window, start, end, max_size)
+    def off_by_one(window, start, end, max_size, rsv=0):
+        out = real(window, start, end, max_size, rsv)
         return out[:-1] + [out[-1] + 1] if out and out[-1] < end else out
 
     monkeypatch.setattr(frames, "scan_window_python", off_by_one)

@@ -9,14 +9,16 @@ Reading (server side, so every frame must be masked):
 - ``scan_frames(buf, start, end, max_size=...)`` is the hot path: every complete
   frame of a window in ONE C call (ws/csrc/frames.c), returned as a flat list
   of descriptors ``[kind, payload_start, payload_end, ...]``; ``kind`` is the
-  frame's first byte (FIN | opcode) or ``-error`` (see ``HEADER_ERRORS``) for a
+  frame's first byte (FIN | RSV1 | opcode) or ``-error`` (see ``HEADER_ERRORS``) for a
   violation, which is always the last descriptor. Without the compiled module
   it runs ``parse_frame`` in a loop, and the tests hold both to the same output.
 
 Checks, in this order, each as soon as the bytes proving it have arrived:
-RSV bits (no extension is ever negotiated), reserved opcodes, FIN on control
-frames, mask bit, control payload <= 125, 64-bit length MSB, data frame
-length <= max_size (1009, before any payload is buffered). Non-minimal length
+RSV bits (only those of a negotiated extension, ``rsv``: RSV1 for
+permessage-deflate), reserved opcodes, FIN on control frames, RSV1 only on the
+first frame of a data message (RFC 7692 §6), mask bit, control payload
+<= 125, 64-bit length MSB, data frame length <= max_size (1009, before any
+payload is buffered). Non-minimal length
 encodings (a short length sent in the 16- or 64-bit form) are TOLERATED, as
 Autobahn|Testsuite and most servers do: the length is unambiguous either way.
 
@@ -42,6 +44,7 @@ OP_PONG = 0xA
 _KNOWN_OPCODES = frozenset({0x0, 0x1, 0x2, 0x8, 0x9, 0xA})
 
 FIN = 0x80  # §5.2: first header byte, final fragment flag
+RSV1 = 0x40  # §5.2; RFC 7692 §6: "compressed message" with permessage-deflate
 _RSV_BITS = 0x70  # §5.2: RSV1-3
 _CONTROL_BIT = 0x08  # §5.5: opcodes 0x8-0xF are control frames
 _MASK_BIT = 0x80  # §5.2: second header byte
@@ -103,6 +106,7 @@ _ERROR_NAMES = (
     "CONTROL_TOO_LONG",
     "LENGTH_MSB",
     "TOO_BIG",
+    "RSV1_MISPLACED",
 )
 _ERROR_NUMBERS = (
     tuple(getattr(native.lib, "WS_ERR_" + name) for name in _ERROR_NAMES)
@@ -117,6 +121,7 @@ _ERROR_NUMBERS = (
     _ERR_CONTROL_TOO_LONG,
     _ERR_LENGTH_MSB,
     _ERR_TOO_BIG,
+    _ERR_RSV1_MISPLACED,
 ) = _ERROR_NUMBERS
 HEADER_ERRORS: dict[int, tuple[int, str]] = {
     _ERR_RSV: (CLOSE_PROTOCOL_ERROR, "reserved bits set without a negotiated extension"),
@@ -126,6 +131,7 @@ HEADER_ERRORS: dict[int, tuple[int, str]] = {
     _ERR_CONTROL_TOO_LONG: (CLOSE_PROTOCOL_ERROR, "control frame payload over 125 bytes"),
     _ERR_LENGTH_MSB: (CLOSE_PROTOCOL_ERROR, "frame length with the most significant bit set"),
     _ERR_TOO_BIG: (CLOSE_TOO_BIG, "message too big"),
+    _ERR_RSV1_MISPLACED: (CLOSE_PROTOCOL_ERROR, "RSV1 on a control or continuation frame"),
 }
 
 
@@ -133,22 +139,25 @@ class Frame(NamedTuple):
     opcode: int
     fin: bool
     payload: memoryview  # unmasked
+    rsv1: bool = False  # a compressed message's first frame (RFC 7692 §6)
 
 
 class Header(NamedTuple):
-    kind: int  # first byte: FIN | opcode
+    kind: int  # first byte: FIN | RSV1 | opcode
     size: int  # header length, masking key included
     length: int  # declared payload length
     key: int  # masking key, wire bytes read big-endian
 
 
-def _check_first_byte(b0: int) -> None:
-    if b0 & _RSV_BITS:
+def _check_first_byte(b0: int, rsv: int) -> None:
+    if b0 & _RSV_BITS & ~rsv:
         raise FrameHeaderError(_ERR_RSV)
     if b0 & 0x0F not in _KNOWN_OPCODES:
         raise FrameHeaderError(_ERR_OPCODE)
     if b0 & _CONTROL_BIT and not b0 & FIN:
         raise FrameHeaderError(_ERR_CONTROL_FRAGMENTED)
+    if b0 & RSV1 and (b0 & _CONTROL_BIT or b0 & 0x0F == OP_CONTINUATION):
+        raise FrameHeaderError(_ERR_RSV1_MISPLACED)
 
 
 def _check_second_byte(b0: int, b1: int) -> int:
@@ -161,12 +170,13 @@ def _check_second_byte(b0: int, b1: int) -> int:
     return len7
 
 
-def read_header(buf: memoryview, pos: int, end: int, max_size: int) -> Header | None:
-    """Parse the frame header at ``buf[pos:end]``; None while incomplete."""
+def read_header(buf: memoryview, pos: int, end: int, max_size: int, rsv: int = 0) -> Header | None:
+    """Parse the frame header at ``buf[pos:end]``; None while incomplete.
+    ``rsv``: the RSV bits a negotiated extension gives a meaning (RSV1 or 0)."""
     if pos >= end:
         return None
     b0 = buf[pos]
-    _check_first_byte(b0)
+    _check_first_byte(b0, rsv)
     if end - pos < 2:
         return None
     len7 = _check_second_byte(b0, buf[pos + 1])
@@ -185,7 +195,7 @@ def read_header(buf: memoryview, pos: int, end: int, max_size: int) -> Header | 
 
 
 def parse_frame(
-    buf: _unmask.Buffer, pos: int = 0, *, max_size: int = MAX_PAYLOAD_LENGTH
+    buf: _unmask.Buffer, pos: int = 0, *, max_size: int = MAX_PAYLOAD_LENGTH, rsv: int = 0
 ) -> tuple[Frame | None, int]:
     """Parse one client frame at ``buf[pos:]``: ``(frame, next_pos)``, or
     ``(None, pos)`` when the frame is incomplete. Pure Python (reference and
@@ -193,7 +203,7 @@ def parse_frame(
     view = memoryview(buf).cast("B")
     if not 0 <= pos <= len(view):
         raise ValueError("position out of the buffer's bounds")
-    header = read_header(view, pos, len(view), max_size)
+    header = read_header(view, pos, len(view), max_size, rsv)
     if header is None or header.length > len(view) - pos - header.size:
         return None, pos
     start = pos + header.size
@@ -201,7 +211,9 @@ def parse_frame(
     if payload.readonly:
         payload = memoryview(bytearray(payload))
     _unmask.unmask_python(payload, header.key)
-    return Frame(header.kind & 0x0F, bool(header.kind & FIN), payload), start + header.length
+    kind = header.kind
+    frame = Frame(kind & 0x0F, bool(kind & FIN), payload, bool(kind & RSV1))
+    return frame, start + header.length
 
 
 # ---- the one-call scanner -------------------------------------------------
@@ -220,30 +232,35 @@ def _descriptor_array() -> tuple:
     return array, memoryview(native.ffi.buffer(array)).cast("q")
 
 
-def scan_window_c(window: _unmask.Window, start: int, end: int, max_size: int) -> list[int]:
+def scan_window_c(
+    window: _unmask.Window, start: int, end: int, max_size: int, rsv: int = 0
+) -> list[int]:
     """Descriptors for the complete frames of ``window[start:end]`` (C).
     The list is a copy: hooks may run other scans before it is consumed."""
     out = window.scan_out
     if out is None:
         out = window.scan_out = _descriptor_array()
-    count = native.lib.ws_parse_frames(window.ptr, start, end, max_size, out[0], SCAN_CAPACITY)
+    count = native.lib.ws_parse_frames(window.ptr, start, end, max_size, rsv, out[0], SCAN_CAPACITY)
     return out[1][: count * _DESCRIPTOR_SLOTS].tolist()
 
 
-def scan_window_python(window: _unmask.Window, start: int, end: int, max_size: int) -> list[int]:
+def scan_window_python(
+    window: _unmask.Window, start: int, end: int, max_size: int, rsv: int = 0
+) -> list[int]:
     """Same output as ``scan_window_c``, by repeated ``parse_frame``."""
     view = window.view[:end]
     out: list[int] = []
     pos = start
     while pos < end and len(out) < SCAN_CAPACITY * _DESCRIPTOR_SLOTS:
         try:
-            frame, next_pos = parse_frame(view, pos, max_size=max_size)
+            frame, next_pos = parse_frame(view, pos, max_size=max_size, rsv=rsv)
         except FrameHeaderError as exc:
             out += (-exc.number, pos, pos)
             break
         if frame is None:
             break
-        out += (frame.opcode | (FIN if frame.fin else 0), next_pos - len(frame.payload), next_pos)
+        kind = frame.opcode | (FIN if frame.fin else 0) | (RSV1 if frame.rsv1 else 0)
+        out += (kind, next_pos - len(frame.payload), next_pos)
         pos = next_pos
     return out
 
@@ -260,7 +277,7 @@ native.on_switch(_rebind)
 
 
 def scan_frames(
-    buf: _unmask.Buffer, start: int = 0, end: int | None = None, *, max_size: int
+    buf: _unmask.Buffer, start: int = 0, end: int | None = None, *, max_size: int, rsv: int = 0
 ) -> list[int]:
     """Validate, unmask and describe every complete frame of
     ``buf[start:end]``: ``[kind, payload_start, payload_end, ...]``. The
@@ -269,7 +286,7 @@ def scan_frames(
     end = len(window.data) if end is None else end
     if not 0 <= start <= end <= len(window.data):
         raise ValueError("window out of the buffer's bounds")
-    return scan_window(window, start, end, min(max_size, MAX_PAYLOAD_LENGTH))
+    return scan_window(window, start, end, min(max_size, MAX_PAYLOAD_LENGTH), rsv)
 
 
 # ---- writing ----------------------------------------------------------------

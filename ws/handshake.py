@@ -14,8 +14,10 @@ Answers: 400 for a malformed upgrade request, 426 (with
 Origin allow-list is configured and the Origin is not in it. An application
 hook may still refuse an accepted request: ``reject(401, "...")`` builds that
 response, and ``Accept.response_with(extra_headers)`` adds headers (cookies...)
-to the 101. Extensions (permessage-deflate) are never negotiated: the offer is
-ignored, so frames with RSV bits set remain protocol errors.
+to the 101. The one extension, permessage-deflate (ws/deflate.py), is
+negotiated when ``validate`` is given a ``Compression`` that is not off: the
+``Accept`` then carries the connection's codec; otherwise the offer is ignored
+and frames with RSV bits set remain protocol errors.
 
 ``accept_usual(method, http_version, head, length, ...)`` is the common case
 in one C call (``ws/csrc/upgrade.c``): it reads the fields from the request
@@ -36,7 +38,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 from .. import rfc9110
-from . import native
+from . import deflate, native
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3, §4.2.2
 SUPPORTED_VERSION = "13"  # RFC 6455 §4.1 / §4.4
@@ -58,6 +60,7 @@ class Accept(NamedTuple):
     accept: str  # Sec-WebSocket-Accept value
     subprotocol: str | None
     response: bytes
+    extension: deflate.PerMessageDeflate | None = None  # the negotiated permessage-deflate
 
 
 class Reject(NamedTuple):
@@ -77,12 +80,14 @@ def validate(
     subprotocols: Sequence[str] = (),
     origins: Iterable[str | None] | None = None,
     extra_headers: Iterable[tuple[str, str]] = (),
+    compression: deflate.Compression | None = None,
 ) -> Accept | Reject:
     """Check an opening handshake (§4.2.1) and build the answer.
 
     ``origins``: None accepts any Origin; otherwise the allowed Origin values
     (compared case-insensitively), where a ``None`` entry admits requests
-    without an Origin header (non-browser clients).
+    without an Origin header (non-browser clients). ``compression``: weigh a
+    permessage-deflate offer (RFC 7692 §7) in its mode.
     """
     fields = _collect(headers)
     problem = _check_request(method, http_version, fields)
@@ -93,7 +98,13 @@ def validate(
     accept = accept_key(fields["sec-websocket-key"][0].strip(_OWS))
     offered = fields.get("sec-websocket-protocol")
     chosen = select_subprotocol(offered, subprotocols) if offered and subprotocols else None
-    return Accept(accept, chosen, _switching_protocols(accept, chosen, extra_headers))
+    offers = fields.get("sec-websocket-extensions")
+    agreed = compression.negotiate(offers) if offers and compression is not None else None
+    if agreed is None:
+        return Accept(accept, chosen, _switching_protocols(accept, chosen, extra_headers))
+    answer, codec = agreed
+    headers = (("Sec-WebSocket-Extensions", answer), *extra_headers)
+    return Accept(accept, chosen, _switching_protocols(accept, chosen, headers), codec)
 
 
 _accept_upgrade: Any = None  # the C routine while C runs (native.use), else None
@@ -101,6 +112,8 @@ if native.BUILT:
     _RESPONSE = native.ffi.new("unsigned char[]", native.lib.WS_UPGRADE_RESPONSE_SIZE)
     _RESPONSE_BYTES = native.ffi.buffer(_RESPONSE)
     _ACCEPT_KEY = slice(native.lib.WS_UPGRADE_ACCEPT_AT, native.lib.WS_UPGRADE_ACCEPT_AT + 28)
+    _WEIGH_PROTOCOLS = native.lib.WS_WEIGH_PROTOCOLS
+    _WEIGH_EXTENSIONS = native.lib.WS_WEIGH_EXTENSIONS
 
 
 def _rebind(implementation: str) -> None:
@@ -119,17 +132,20 @@ def accept_usual(
     *,
     subprotocols: Sequence[str] = (),
     origins: Iterable[str | None] | None = None,
+    extensions: bool = False,
 ) -> Accept | None:
     """The usual upgrade checked and answered by one C call: what ``validate``
     returns for it, or None to let ``validate`` decide. ``head`` holds the
     request head the fields were parsed from, from its first byte to its blank
     line (``length`` bytes): bytes, or the C pointer of a receive buffer. It
-    declines whenever an Origin list or an offered subprotocol needs weighing."""
+    declines whenever an Origin list, an offered subprotocol or (``extensions``:
+    compression is on) an offered extension needs weighing."""
     if _accept_upgrade is None or origins is not None:
         return None
     if method != "GET" or http_version != (1, 1):
         return None
-    size = _accept_upgrade(head, length, 1 if subprotocols else 0, _RESPONSE, len(_RESPONSE))
+    weigh = (_WEIGH_PROTOCOLS if subprotocols else 0) | (_WEIGH_EXTENSIONS if extensions else 0)
+    size = _accept_upgrade(head, length, weigh, _RESPONSE, len(_RESPONSE))
     if size < 0:
         return None
     response = _RESPONSE_BYTES[:size]
@@ -144,6 +160,7 @@ _WANTED = frozenset(
         "sec-websocket-key",
         "sec-websocket-version",
         "sec-websocket-protocol",
+        "sec-websocket-extensions",
         "origin",
     )
 )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..native import IMPLEMENTATIONS as IMPLEMENTATIONS  # re-exported: "c", "python"
 from ..native import Switch
 
 try:

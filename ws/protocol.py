@@ -43,9 +43,20 @@ is received, not at the end of the frame or message.
 ``send / ping / close`` return frame bytes for
 the glue to write, and refuse data once the connection is not OPEN.
 
-Memory: an idle connection is one object of 5 slots (72 bytes with the GC
+permessage-deflate (RFC 7692), when the handshake negotiated it: the codec
+(ws/deflate.py) is given to the constructor. The scanner then lets RSV1
+through on the first frame of a data message only (elsewhere: 1002); such a
+message is inflated as its payload arrives, into the same message buffer, with
+``max_message_size`` checked on the INFLATED size while inflating (1009 after
+at most limit + 1 bytes of output) and corrupt deflate data failing with 1007.
+A whole compressed message in one complete frame (the usual case) is
+inflated in one go on the hot path, with the same limits and answers.
+Without the extension nothing changes: RSV1 is a 1002, as before.
+
+Memory: an idle connection is one object of 6 slots (80 bytes with the GC
 header, measured with sys.getsizeof) referencing only shared objects (None,
-State members, the server-wide limit int): no buffer, no decoder. A partial
+State members, the server-wide limit int, a codec shared by the connections
+that keep no compression context): no buffer, no decoder. A partial
 header (< 14 bytes), a partial frame and a message in progress each allocate
 a small object only while they exist and drop it when done. A message in
 progress is one bytearray of its raw bytes, whatever its fragmentation.
@@ -56,6 +67,7 @@ from __future__ import annotations
 from codecs import utf_8_decode
 from enum import IntEnum
 
+from . import deflate as _deflate
 from . import frames as _frames
 from . import unmask as _unmask
 from .frames import (
@@ -75,6 +87,7 @@ from .frames import (
     OP_PING,
     OP_PONG,
     OP_TEXT,
+    RSV1,
     ProtocolError,
 )
 
@@ -85,6 +98,21 @@ DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 
 _TEXT_FINAL = FIN | OP_TEXT
 _BINARY_FINAL = FIN | OP_BINARY
+_DEFLATED_FINAL = (FIN | RSV1 | OP_TEXT, FIN | RSV1 | OP_BINARY)  # a whole compressed message
+
+
+class _Stalled(Exception):
+    """Inflating spent the read's budget (``Compression.read_budget``): the
+    rest of the window waits for ``drain()``. ``pos``: where the window stops;
+    ``scanned``: the descriptors of the complete frames after it, whose
+    payloads the scanner already unmasked in place."""
+
+    def __init__(self, pos: int = 0, scanned: list[int] | None = None) -> None:
+        super().__init__(pos)
+        self.pos = pos
+        self.scanned = scanned or []
+
+
 _FULL_SCAN = _frames.SCAN_CAPACITY * 3  # descriptor slots of a scan that hit its capacity
 
 
@@ -136,6 +164,7 @@ class _Message:
     """
 
     __slots__ = ("opcode", "buffer", "unchecked")
+    compressed = False
 
     def __init__(self, opcode: int) -> None:
         self.opcode = opcode
@@ -174,14 +203,83 @@ class _Message:
         return self.buffer.decode()
 
 
+class _CompressedMessage(_Message):
+    """A message sent with RSV1 (RFC 7692 §7.2.2): each piece of payload is
+    inflated as it arrives, never to more than the limit allows."""
+
+    __slots__ = ("codec", "inflater", "limit", "fin", "pending", "leftover")
+    compressed = True
+
+    def __init__(self, opcode: int, codec: _deflate.PerMessageDeflate, limit: int) -> None:
+        _Message.__init__(self, opcode)
+        self.codec = codec
+        self.inflater = codec.inflater()
+        self.limit = limit
+        self.fin = False  # the message's last frame has been received
+        self.pending: bytes | None = None  # compressed input held back by a stall
+        self.leftover: bytes | None = None  # the rest of the stalled window, still masked
+
+    def add(self, chunk: memoryview | bytes) -> None:
+        """Inflate ``chunk`` within the limit and the read's budget; _Stalled
+        (the unread input kept in ``pending``) when the budget runs out first."""
+        owner = self.codec.owner
+        room = self.limit - len(self.buffer)
+        if owner.budget <= room:  # the budget, not the limit, bounds this step
+            inflated = _deflate.inflate(self.inflater, chunk, max(owner.budget, 1) - 1)
+        else:
+            inflated = _deflate.inflate(self.inflater, chunk, room)
+        owner.budget -= len(inflated)
+        self._take(inflated)
+        inflater = self.inflater
+        if inflater.unconsumed_tail and not inflater.eof:  # after a final block: padding
+            self.pending = inflater.unconsumed_tail
+            raise _Stalled
+
+    def result(self) -> str | bytes:
+        self._take(_deflate.finish(self.inflater, self.limit - len(self.buffer)))
+        self.codec.message_done(self.inflater)
+        return _Message.result(self)
+
+    def _take(self, inflated: bytes) -> None:
+        room = self.limit - len(self.buffer)
+        if len(inflated) > room:
+            # Text is validated up to the limit first, so a message gets the same
+            # close code (1007 before 1009) however its bytes were split by reads.
+            _Message.add(self, memoryview(inflated)[:room])
+            raise ProtocolError(CLOSE_TOO_BIG, "message too big once inflated")
+        if inflated:
+            _Message.add(self, memoryview(inflated))
+
+
+def _masked_again(window: _unmask.Window, stall: _Stalled, end: int) -> bytes | None:
+    """A copy of ``window[stall.pos:end]`` as it came off the wire: the payloads
+    the scanner unmasked in place are masked again (XOR is its own inverse), so
+    the copy is scanned afresh by ``drain()``."""
+    pos = stall.pos
+    if pos >= end:
+        return None
+    rest = bytearray(window.view[pos:end])
+    it = iter(stall.scanned)
+    for kind, start, stop in zip(it, it, it):  # noqa: B905
+        if kind >= 0 and stop > start:
+            key = bytes(rest[start - pos - 4 : start - pos])
+            _unmask.unmask(memoryview(rest)[start - pos : stop - pos], key)
+    return bytes(rest)
+
+
 class ServerProtocol:
     """One server-side WebSocket connection; see the module docstring."""
 
-    __slots__ = ("_state", "_head", "_frame", "_message", "max_message_size")
+    __slots__ = ("_state", "_head", "_frame", "_message", "max_message_size", "_deflate")
 
-    def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+    def __init__(
+        self,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        extension: _deflate.PerMessageDeflate | None = None,
+    ) -> None:
         if not 0 <= max_message_size <= _frames.MAX_PAYLOAD_LENGTH:
             raise ValueError("max_message_size out of range")
+        self._deflate = extension  # permessage-deflate when negotiated
         self._state = CONNECTING
         self._head: bytes | None = None  # a frame header cut by the end of a read
         self._frame: _PartialFrame | None = None
@@ -251,8 +349,21 @@ class ServerProtocol:
         """A text frame for ``str``, a binary frame for bytes-like objects."""
         self._require_open()
         if isinstance(message, str):
-            return _frames.serialize_frame(OP_TEXT, message.encode("utf-8"))
-        return _frames.serialize_frame(OP_BINARY, message)
+            return self.frame_message(OP_TEXT, message.encode("utf-8"))
+        return self.frame_message(OP_BINARY, message)
+
+    def frame_message(self, opcode: int, payload: _unmask.Buffer) -> bytes:
+        """One frame carrying a whole message: compressed (RSV1) when the
+        extension is on and the payload reaches its threshold."""
+        codec = self._deflate
+        if codec is not None and len(payload) >= codec.threshold:
+            return _frames.serialize_frame(opcode | RSV1, codec.compress(payload))
+        return _frames.serialize_frame(opcode, payload)
+
+    @property
+    def extension(self) -> _deflate.PerMessageDeflate | None:
+        """The negotiated permessage-deflate codec, or None."""
+        return self._deflate
 
     def ping(self, payload: _unmask.Buffer = b"") -> bytes:
         self._require_open()
@@ -267,7 +378,8 @@ class ServerProtocol:
             return b""
         payload = _frames.close_payload(code, reason)  # validates before the transition
         self._transition("local_close")
-        self._message = None  # an unfinished incoming message will never be delivered
+        if not self.stalled:  # a stalled one is dropped by drain(), which still owes its input
+            self._message = None  # an unfinished incoming message will never be delivered
         return _frames.serialize_frame(OP_CLOSE, payload)
 
     # ---- receiving ----------------------------------------------------------
@@ -284,13 +396,61 @@ class ServerProtocol:
             end = len(window.data)
         if not 0 <= start <= end <= len(window.data):
             raise ValueError("window out of the buffer's bounds")
-        return self._receive(window, start, end)
+        pos = self.receive_window(window, start, end)
+        if type(self).on_stall is ServerProtocol.on_stall:  # no loop to come back from
+            while self.stalled:
+                self.drain()
+        return pos
 
     def receive_window(self, window: _unmask.Window, pos: int, end: int) -> int:
         """``receive`` for a caller that holds a ``Window`` (``unmask.window``)
         over its long-lived buffer and passes valid bounds: the per-read hot
-        path of the glue, without the lookup and the bounds check."""
+        path of the glue, without the lookup and the bounds check. With
+        permessage-deflate it may stall (see ``on_stall``)."""
+        if self._deflate is not None:
+            self._deflate.owner.budget = self._deflate.owner.read_budget
         return self._receive(window, pos, end)
+
+    # ---- inflating in bounded steps ------------------------------------------
+
+    def on_stall(self) -> None:
+        """Inflating spent this read's budget: the rest of the window was kept
+        (at most one read) and waits. Override to call ``drain()`` later from the
+        loop (and stop reading meanwhile); without an override ``receive``
+        drains at once, which leaves the work of one read unbounded."""
+
+    @property
+    def stalled(self) -> bool:
+        """Whether input waits for ``drain()``."""
+        message = self._message
+        return message is not None and message.compressed and message.pending is not None
+
+    def drain(self) -> None:
+        """Go on with a stalled connection for one more budget: the held-back
+        compressed input, then the rest of the window. Calls ``on_stall`` again
+        if the budget runs out first."""
+        message = self._message
+        if not self.stalled:
+            return
+        self._deflate.owner.budget = self._deflate.owner.read_budget
+        pending, leftover = message.pending, message.leftover
+        message.pending = message.leftover = None
+        try:
+            if self._state is OPEN:
+                message.add(pending)
+                if message.fin:
+                    self._message_end()
+            else:
+                self._message = None  # closing: the message will never be delivered
+        except _Stalled:
+            message.leftover = leftover
+            self.on_stall()
+            return
+        except ProtocolError as exc:
+            self._fail(exc.close_code, exc.reason)
+            return
+        if leftover and self._state is not CLOSED:
+            self._receive(_unmask.window(bytearray(leftover)), 0, len(leftover))
 
     def _receive(self, window: _unmask.Window, pos: int, end: int) -> int:
         state = self._state
@@ -306,11 +466,16 @@ class ServerProtocol:
         except ProtocolError as exc:
             self._fail(exc.close_code, exc.reason)
             return end
+        except _Stalled as stall:  # the rest of the window waits for drain()
+            self._message.leftover = _masked_again(window, stall, end)
+            self.on_stall()
+            return end
         return pos
 
     def _dispatch_window(self, window: _unmask.Window, pos: int, end: int) -> int:
         """The hot path: one scan call, then one branch per frame."""
-        descriptors = _frames.scan_window(window, pos, end, self.max_message_size)
+        rsv = 0 if self._deflate is None else RSV1
+        descriptors = _frames.scan_window(window, pos, end, self.max_message_size, rsv)
         data, view = window.data, window.view
         on_message = self.on_message
         fast = self._message is None and self._state is OPEN
@@ -328,15 +493,46 @@ class ServerProtocol:
             elif fast and kind == _BINARY_FINAL:
                 on_message(view[start:stop].tobytes())
                 fast = self._state is OPEN
+            elif (
+                fast
+                and kind in _DEFLATED_FINAL
+                and (stop - start) * _deflate.MAX_RATIO < self._deflate.owner.budget
+            ):  # within the read's budget whatever it inflates to
+                on_message(self._inflate_whole(kind & 0x0F, view[start:stop]))
+                fast = self._state is OPEN
             else:
                 if self._state is CLOSED:  # closed by a hook during this window
                     return pos
-                self._complete_frame(kind, view[start:stop])
+                try:
+                    self._complete_frame(kind, view[start:stop])
+                except _Stalled:
+                    raise _Stalled(stop, list(it)) from None
                 fast = self._message is None and self._state is OPEN
             pos = stop
         if len(descriptors) < _FULL_SCAN and pos < end and self._state is not CLOSED:
             pos = self._begin_partial(window, pos, end)
         return pos
+
+    def _inflate_whole(self, opcode: int, payload: memoryview) -> str | bytes:
+        """A compressed message in one frame (the usual case): inflated in one
+        go, with the same limits and answers as ``_CompressedMessage``."""
+        codec = self._deflate
+        inflater = codec.inflater()
+        limit = self.max_message_size
+        data = _deflate.inflate(inflater, payload, limit)
+        if len(data) <= limit:
+            data += _deflate.finish(inflater, limit - len(data))
+        if len(data) > limit:  # text up to the limit is checked first, as in pieces
+            _Message(opcode).add(memoryview(data)[:limit])
+            raise ProtocolError(CLOSE_TOO_BIG, "message too big once inflated")
+        codec.message_done(inflater)
+        codec.owner.budget -= len(data)
+        if opcode == OP_BINARY:
+            return data
+        try:
+            return data.decode()
+        except UnicodeDecodeError:
+            raise ProtocolError(CLOSE_INVALID_DATA, "invalid UTF-8 in a text message") from None
 
     def _complete_frame(self, kind: int, payload: memoryview) -> None:
         if kind < 0:
@@ -345,23 +541,29 @@ class ServerProtocol:
         if opcode & 0x08:
             self._control(opcode, payload)
         elif self._state is OPEN:
-            self._data_frame_start(opcode, len(payload))
-            self._message.add(payload)
+            self._data_frame_start(kind, len(payload))
+            message = self._message
+            if message.compressed:
+                message.fin = bool(kind & FIN)  # for drain() if this frame stalls
+            message.add(payload)
             if kind & FIN:
                 self._message_end()
 
-    def _data_frame_start(self, opcode: int, length: int) -> None:
-        """Sequencing (§5.4) and size checks, from the header alone."""
+    def _data_frame_start(self, kind: int, length: int) -> None:
+        """Sequencing (§5.4) and size checks, from the header alone (the
+        inflated size of a compressed message is checked while inflating)."""
         message = self._message
-        if opcode == OP_CONTINUATION:
+        if kind & 0x0F == OP_CONTINUATION:
             if message is None:
                 raise ProtocolError(CLOSE_PROTOCOL_ERROR, "continuation frame without a message")
-            if message.size + length > self.max_message_size:
+            if message.size + length > self.max_message_size and not message.compressed:
                 raise ProtocolError(CLOSE_TOO_BIG, "message too big")
         elif message is not None:
             raise ProtocolError(CLOSE_PROTOCOL_ERROR, "new data frame inside a fragmented message")
+        elif kind & RSV1:  # the scanner let it through: the extension is on
+            self._message = _CompressedMessage(kind & 0x0F, self._deflate, self.max_message_size)
         else:
-            self._message = _Message(opcode)
+            self._message = _Message(kind & 0x0F)
 
     def _message_end(self) -> None:
         data = self._message.result()
@@ -403,7 +605,7 @@ class ServerProtocol:
 
     def _begin_partial(self, window: _unmask.Window, pos: int, end: int) -> int:
         """``window[pos:end]`` starts a frame that is not complete yet."""
-        header = _frames.read_header(window.view, pos, end, self.max_message_size)
+        header = _frames.read_header(window.view, pos, end, self.max_message_size, self._rsv())
         if header is None:
             self._head = window.view[pos:end].tobytes()
             return end
@@ -421,7 +623,9 @@ class ServerProtocol:
         head = self._head
         take = min(MAX_HEADER_SIZE - len(head), end - pos)
         joined = head + window.view[pos : pos + take]
-        header = _frames.read_header(memoryview(joined), 0, len(joined), self.max_message_size)
+        header = _frames.read_header(
+            memoryview(joined), 0, len(joined), self.max_message_size, self._rsv()
+        )
         if header is None:  # 14 bytes always suffice, so the whole window was taken
             self._head = joined
             return pos + take
@@ -429,10 +633,13 @@ class ServerProtocol:
         self._start_frame(header)
         return pos + header.size - len(head)
 
+    def _rsv(self) -> int:
+        """The RSV bits a negotiated extension gives a meaning."""
+        return 0 if self._deflate is None else RSV1
+
     def _start_frame(self, header: _frames.Header) -> None:
-        opcode = header.kind & 0x0F
-        if not opcode & 0x08 and self._state is OPEN:
-            self._data_frame_start(opcode, header.length)
+        if not header.kind & 0x08 and self._state is OPEN:
+            self._data_frame_start(header.kind, header.length)
         self._frame = _PartialFrame(header.kind, header.key, header.length)
 
     def _feed_frame(self, window: _unmask.Window, pos: int, end: int) -> int:
@@ -442,12 +649,19 @@ class ServerProtocol:
         frame.phase = window.unmask(pos, stop, frame.key, frame.phase)
         frame.remaining -= stop - pos
         chunk = window.view[pos:stop]
+        if frame.remaining == 0:
+            self._frame = None
         if frame.control is not None:
             frame.control += chunk
         elif self._state is OPEN:  # in CLOSING, data is dropped unread
-            self._message.add(chunk)
+            message = self._message
+            if message.compressed:
+                message.fin = frame.remaining == 0 and bool(frame.kind & FIN)
+            try:
+                message.add(chunk)
+            except _Stalled:
+                raise _Stalled(stop) from None
         if frame.remaining == 0:
-            self._frame = None
             self._end_partial(frame)
         return stop
 

@@ -222,7 +222,7 @@ class Topics:
     def receive(self, topic: str | None, opcode: int, payload: bytes) -> None:
         frame = serialize_frame(opcode, payload)
         if topic is None:
-            self._handler.broadcast_frame(frame)
+            self._handler.broadcast_frame(frame, opcode, payload)
         else:
             self.deliver(topic, frame)
 

@@ -13,13 +13,20 @@ incomplete, ANSWERED once an HTTP error answer is on its way, then the
 is also the object the application gets as ``conn``. It adds four slots
 (reactor slot, user data, subprotocol, ping mark), all pointing at shared
 objects while idle: no buffer, timer, dict entry or request survives the
-handshake (104 B, plus the reactor's 88 B event slot).
+handshake (112 B, plus the reactor's 88 B event slot).
 
 Hot path: ``on_data`` hands the reactor's receive buffer itself to
 ``receive()`` (frames are unmasked in place). Output is CORKED meanwhile:
 frames the app sends to this connection, pongs and close frames collect in
 one handler-wide list (no copies) and leave in ONE write after the read, so
 16 pipelined echoes cost one syscall, not 16 (see WRITEV_MIN for how).
+
+permessage-deflate (--compression, docs/compression.md): the handshake's
+``validate`` negotiates it and hands over the connection's codec (ws/deflate.py,
+shared by every connection that keeps no context), which ServerProtocol keeps
+in its one slot; ``send`` compresses from --compression-threshold bytes on, on
+the loop thread (the shared compressor is the worker's, not thread-safe), and
+``broadcast`` compresses once per shared compressor.
 
 Timers: ONE sweep every SWEEP_INTERVAL walks the reactor's slots for
 keepalive and header timeouts, so nothing per connection is scheduled:
@@ -70,7 +77,7 @@ from ..handler import Handler
 from ..http.request import HttpError, Request, RequestParser
 from ..http.static import error_response
 from ..loop import Connection, Reactor, Timer
-from ..ws import handshake, native
+from ..ws import deflate, handshake, native
 from ..ws import unmask as _unmask
 from ..ws.frames import (
     CLOSE_GOING_AWAY,
@@ -149,8 +156,14 @@ class WebSocketConnection(ServerProtocol):
     _app_message: Any
     _app_close: Any
 
-    def __init__(self, conn: Connection, subprotocol: str | None, max_message_size: int) -> None:
-        ServerProtocol.__init__(self, max_message_size)
+    def __init__(
+        self,
+        conn: Connection,
+        subprotocol: str | None,
+        max_message_size: int,
+        extension: deflate.PerMessageDeflate | None = None,
+    ) -> None:
+        ServerProtocol.__init__(self, max_message_size, extension)
         self._conn = conn
         self.data: Any = None
         self.subprotocol = subprotocol
@@ -171,9 +184,16 @@ class WebSocketConnection(ServerProtocol):
             payload, headers, opcode = as_bytes(message, "send"), _BINARY_HEADERS, OP_BINARY
         if self._state is not OPEN:
             return False
+        codec = self._deflate  # permessage-deflate: the one check when it is off
+        compress = codec is not None and len(payload) >= codec.threshold
         handler = self.handler
         if get_ident() != handler.reactor.loop_thread:  # never touch another read's cork
+            if compress:  # the compressor belongs to the reactor thread: it frames it there
+                handler._post(self, (self._send_compressed, (opcode, payload)))
+                return True
             return self._send_from_thread(opcode, payload)
+        if compress:
+            return self._push(self.frame_message(opcode, payload))
         if handler._corked is self:  # answering its own input: one write after the read
             parts = handler._parts
             size = len(payload)
@@ -186,6 +206,10 @@ class WebSocketConnection(ServerProtocol):
             parts.append(payload)
             return True
         return self._push(serialize_frame(opcode, payload))
+
+    def _send_compressed(self, opcode: int, payload: bytes) -> None:
+        if self._state is OPEN:  # it may have closed since the other thread sent
+            self._push(self.frame_message(opcode, payload))
 
     def _send_from_thread(self, opcode: int, payload: bytes) -> bool:
         """The frame is built here, in the caller's thread; the reactor thread
@@ -323,6 +347,13 @@ class WebSocketConnection(ServerProtocol):
     def on_output(self, data: bytes) -> None:
         self._emit(data)  # pongs and close frames produced by receive()
 
+    def on_stall(self) -> None:
+        """Inflating spent this read's budget: stop reading and go on from the
+        loop, so other connections are served in between."""
+        conn = self._conn
+        conn.pause_reading()
+        self.handler.reactor.call_later(0, self.handler._drain, conn, self)
+
     def on_final_output(self, data: bytes) -> None:
         self._emit(data)  # always corked: it comes from receive()
         self.handler._final = True  # _flush closes TCP with it
@@ -426,7 +457,7 @@ class WebSocketServer:
         return self._broadcast(opcode, payload, local)
 
     def _broadcast(self, opcode: int, payload: bytes, local: bool) -> int:
-        sent = self._handler.broadcast_frame(serialize_frame(opcode, payload))  # built once
+        sent = self._handler.broadcast_frame(serialize_frame(opcode, payload), opcode, payload)
         if not local:
             self._handler.topics.forward(EVERYONE, opcode, payload)
         return sent
@@ -460,6 +491,24 @@ class WebSocketServer:
     @property
     def low_water(self) -> int:
         return self._handler.reactor.low_water
+
+
+def _compressed_frame(
+    ws: WebSocketConnection, opcode: int, payload: bytes, plain: bytes, built: dict[int, bytes]
+) -> bytes:
+    """The frame of a broadcast for a connection with permessage-deflate:
+    compressed once per shared compressor (``built``), or for it alone when
+    it keeps a compression context."""
+    codec = ws._deflate
+    if len(payload) < codec.threshold:
+        return plain
+    key = codec.broadcast_key
+    if key is None:
+        return ws.frame_message(opcode, payload)
+    frame = built.get(key)
+    if frame is None:
+        frame = built[key] = ws.frame_message(opcode, payload)
+    return frame
 
 
 class LiveConnections:
@@ -500,8 +549,11 @@ class WebSocketHandler(Handler):
         forwarded_allow_ips: tuple[str, ...] = (),
         broker: Callable[[Topics], Any] | None = None,
         threads: int = DEFAULT_THREADS,
+        compression: deflate.Compression | None = None,
     ) -> None:
         self.reactor = reactor
+        # permessage-deflate: this worker's mode and shared compressors
+        self.compression = deflate.Compression("off") if compression is None else compression
         # The receive buffer prepared once for the C routines (every on_data
         # view starts at its offset 0).
         self._window = _unmask.window(reactor.recv_buffer)
@@ -672,6 +724,21 @@ class WebSocketHandler(Handler):
         self._corked = None
         self._flush(conn, ws)
 
+    def _drain(self, conn: Connection, ws: WebSocketConnection) -> None:
+        """One more budget of a stalled connection's input (see on_stall)."""
+        if conn.ctx is not ws or conn.handler is not self or not ws.stalled:
+            return  # closed meanwhile (the slot may hold another connection)
+        self._corked = ws
+        try:
+            ws.drain()
+        except BaseException:
+            self._uncork()
+            raise
+        self._corked = None
+        self._flush(conn, ws)
+        if not ws.stalled and ws._state is not CLOSED:
+            conn.resume_reading()
+
     def _uncork(self) -> None:
         self._corked = None
         self._parts.clear()  # nothing of a failed connection may leak into the next
@@ -680,15 +747,23 @@ class WebSocketHandler(Handler):
         if self.topics.dirty:
             self.topics.flush()  # publishes made before the failure are the others'
 
-    def broadcast_frame(self, frame: bytes) -> int:
+    def broadcast_frame(self, frame: bytes, opcode: int, payload: bytes) -> int:
         """Write ``frame`` to every open connection of this worker (a walk of
-        the reactor's slots: zero bytes per connection for a set of them)."""
+        the reactor's slots: zero bytes per connection for a set of them); a
+        connection with permessage-deflate gets it compressed, once per shared
+        compressor."""
         if self.topics.dirty:
             self.topics.flush()
+        compressed: dict[int, bytes] = {}
         sent = 0
         for ws in self.server.connections:
-            if ws._state is OPEN and ws._push(frame):
-                sent += 1
+            if ws._state is OPEN:
+                if ws._deflate is not None:
+                    ws_frame = _compressed_frame(ws, opcode, payload, frame, compressed)
+                else:
+                    ws_frame = frame
+                if ws._push(ws_frame):
+                    sent += 1
         return sent
 
     def _flush(self, conn: Connection, ws: WebSocketConnection) -> None:
@@ -755,6 +830,7 @@ class WebSocketHandler(Handler):
             head_end,
             subprotocols=self.subprotocols,
             origins=self.origins,
+            extensions=self.compression.enabled,
         )  # the usual upgrade in one C call; None: validate() decides
         self._upgrade(conn, request, buf, head_end, end, answer)
 
@@ -781,6 +857,7 @@ class WebSocketHandler(Handler):
                 request.headers,
                 subprotocols=self.subprotocols,
                 origins=self.origins,
+                compression=self.compression,
             )
         if isinstance(answer, handshake.Accept):
             if self._async_upgrade:
@@ -825,7 +902,9 @@ class WebSocketHandler(Handler):
         self.async_callbacks.run_upgrade(self._app_upgrade, request, decided)
 
     def _open(self, conn, request, answer: handshake.Accept, buf: Any, start: int, end: int):
-        ws = self.connection_class(conn, answer.subprotocol, self.max_message_size)
+        ws = self.connection_class(
+            conn, answer.subprotocol, self.max_message_size, answer.extension
+        )
         ws.accept()
         conn.ctx = ws
         if self.forwarded_allow_ips:
@@ -931,7 +1010,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-message-size",
         type=int,
         default=DEFAULT_MAX_MESSAGE_SIZE,
-        help="largest message in bytes, checked from each frame header; larger: close 1009",
+        help="largest message in bytes (inflated size when compressed), checked from each frame "
+        "header and while inflating; larger: close 1009",
     )
     add(
         "--ping-interval",
@@ -986,11 +1066,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add(
         "--threads",
-        type=_thread_count,
+        type=_whole_number(1),
         default=DEFAULT_THREADS,
         metavar="N",
         help="threads per worker for server.run_in_thread (started as needed; "
         "see docs/threads-and-asyncio.md)",
+    )
+    add(
+        "--compression",
+        choices=deflate.MODES,
+        default=deflate.DEFAULT_MODE,
+        help="permessage-deflate: 'shared' (one compressor per worker, no context kept by "
+        "the server), 'full' (contexts per connection both ways), 'off'",
+    )
+    add(
+        "--compression-threshold",
+        type=_whole_number(0),
+        default=deflate.DEFAULT_THRESHOLD,
+        metavar="BYTES",
+        help="messages shorter than this are sent uncompressed",
     )
     add(
         "--app",
@@ -1020,11 +1114,16 @@ def broker_url(value: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _thread_count(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
+def _whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an int of at least ``minimum``."""
+
+    def number(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}")
+        return value
+
+    return number
 
 
 def make_handler(options: argparse.Namespace, reactor: Reactor) -> WebSocketHandler:
@@ -1048,11 +1147,16 @@ def make_handler(options: argparse.Namespace, reactor: Reactor) -> WebSocketHand
         forwarded_allow_ips=options.forwarded_allow_ips,
         broker=lambda sink: brokers.create(options, reactor, sink),
         threads=options.threads,
+        compression=deflate.Compression(
+            getattr(options, "compression", deflate.DEFAULT_MODE),
+            getattr(options, "compression_threshold", deflate.DEFAULT_THRESHOLD),
+        ),
     )
     log.info(
-        "websocket: app=%s max-message-size=%d ping-interval=%gs",
+        "websocket: app=%s max-message-size=%d ping-interval=%gs compression=%s",
         type(handler.app).__qualname__,
         options.max_message_size,
         options.ping_interval,
+        handler.compression.mode,
     )
     return handler

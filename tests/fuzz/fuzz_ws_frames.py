@@ -3,11 +3,14 @@
 Input: byte 0 picks the configuration, the rest is what a client sent.
     bits 0-2  max_message_size: one of MAX_SIZES
     bit 3     the server sent its close first (CLOSING) before reading
-    bits 4-7  with byte 1: the read size of the split feeds
+    bits 4-6  with byte 1: the read size of the split feeds
+    bit 7     permessage-deflate negotiated (RFC 7692; client context kept)
 Every input runs through:
 - an independent reference model written here from RFC 6455 (§5.2 header
   rules, §5.4 fragmentation, §5.5 control frames, §5.6 UTF-8, §7.4 close codes,
-  fail-fast on the first invalid UTF-8 byte received), which is the oracle;
+  fail-fast on the first invalid UTF-8 byte received) and RFC 7692 (RSV1 only
+  on a data message's first frame, inflated with zlib, the limit on the
+  inflated size, text checked up to the limit before a 1009), the oracle;
 - ``ServerProtocol`` on the C path and on the Python path, each fed the whole
   input in one read and again in reads of 1..N bytes through one reused
   receive buffer (as the reactor does): events must equal the model's;
@@ -21,11 +24,12 @@ every failure is a close code of §7.4.1 and the close frame on the wire says it
 from __future__ import annotations
 
 import sys
+import zlib
 
 from _harness import instrumented, use_speedups_override
 
 with instrumented(__name__ == "__main__"):
-    from reactor.ws import frames, native, protocol
+    from reactor.ws import deflate, frames, native, protocol
     from reactor.ws import unmask as unmask_module
 
 use_speedups_override(unmask_module, frames)
@@ -37,6 +41,9 @@ KNOWN_OPCODES = {0x0, 0x1, 0x2, 0x8, 0x9, 0xA}  # §5.2
 PROTOCOL_ERROR, INVALID_DATA, TOO_BIG = 1002, 1007, 1009  # §7.4.1
 FAILURE_CODES = {PROTOCOL_ERROR, INVALID_DATA, TOO_BIG}
 SCAN_CAPACITY = frames.SCAN_CAPACITY
+RSV1 = 0x40  # RFC 7692 §6
+DEFLATE_TAIL = b"\x00\x00\xff\xff"  # RFC 7692 §7.2.2
+INFLATE_BUDGET = 53  # bytes one read may inflate before the connection stalls
 
 
 def valid_close_code(code: int) -> bool:
@@ -80,20 +87,22 @@ class Violation(Exception):
         self.code = code
 
 
-def reference_header(wire: bytes, pos: int, max_size: int) -> tuple | None:
+def reference_header(wire: bytes, pos: int, max_size: int, rsv: int = 0) -> tuple | None:
     """(b0, header_size, length, key) of the frame at ``pos``; None while the
     bytes so far are a valid but incomplete header; Violation as soon as the
     bytes that prove one have arrived. Also returns the §5.2 rule number
     (ws/csrc/frames.h numbering) through Violation.rule for the scanner."""
     n = len(wire)
     b0 = wire[pos]
-    if b0 & 0x70:
-        raise _rule(1)  # RSV bits, no extension negotiated
+    if b0 & 0x70 & ~rsv:
+        raise _rule(1)  # RSV bits no negotiated extension gives a meaning
     if b0 & 0x0F not in KNOWN_OPCODES:
         raise _rule(2)
     control = bool(b0 & 0x08)
     if control and not b0 & 0x80:
         raise _rule(3)
+    if b0 & RSV1 and (control or b0 & 0x0F == 0):
+        raise _rule(8)  # RFC 7692 §6: only on the first frame of a data message
     if n - pos < 2:
         return None
     b1 = wire[pos + 1]
@@ -126,14 +135,14 @@ def unmasked(wire: bytes, start: int, stop: int, key: bytes) -> bytes:
     return bytes(b ^ key[i & 3] for i, b in enumerate(wire[start:stop]))
 
 
-def reference_scan(wire: bytes, max_size: int) -> list[int]:
+def reference_scan(wire: bytes, max_size: int, rsv: int = 0) -> list[int]:
     """What the one-call scanner must describe: complete frames (header rules
     only), at most SCAN_CAPACITY of them, a violation as the last entry."""
     out: list[int] = []
     pos = 0
     while pos < len(wire) and len(out) < 3 * SCAN_CAPACITY:
         try:
-            header = reference_header(wire, pos, max_size)
+            header = reference_header(wire, pos, max_size, rsv)
         except Violation as exc:
             return out + [-exc.rule, pos, pos]
         if header is None or header[2] > len(wire) - pos - header[1]:
@@ -147,11 +156,14 @@ def reference_scan(wire: bytes, max_size: int) -> list[int]:
 class Model:
     """The expected events of a server-side connection, from the RFC."""
 
-    def __init__(self, max_size: int, closing: bool) -> None:
+    def __init__(self, max_size: int, closing: bool, compressed: bool = False) -> None:
         self.max_size = max_size
         self.open = not closing  # False: our close is out (CLOSING)
         self.events: list[tuple] = []
         self.message: tuple[int, bytearray] | None = None
+        self.rsv = RSV1 if compressed else 0
+        self.inflater = zlib.decompressobj(-15)  # context kept across messages
+        self.inflating = False  # the message in progress is compressed
 
     def run(self, wire: bytes) -> list[tuple]:
         pos = 0
@@ -170,7 +182,7 @@ class Model:
     def frame(self, wire: bytes, pos: int) -> int | None:
         """Process the frame at ``pos``; the next position, or None when the
         input ends inside it (after the fail-fast checks) or the peer closed."""
-        header = reference_header(wire, pos, self.max_size)
+        header = reference_header(wire, pos, self.max_size, self.rsv)
         if header is None:
             return None
         b0, size, length, key = header
@@ -182,30 +194,58 @@ class Model:
         if opcode & 0x08:
             return self.control(opcode, payload, stop) if complete else None
         if self.open:
-            self.data(opcode, fin, length, payload, complete)
+            self.data(b0, fin, length, payload, complete)
         return stop if complete else None
 
-    def data(self, opcode: int, fin: bool, length: int, payload: bytes, complete: bool) -> None:
+    def data(self, b0: int, fin: bool, length: int, payload: bytes, complete: bool) -> None:
+        opcode = b0 & 0x0F
         if opcode == frames.OP_CONTINUATION:
             if self.message is None:
                 raise Violation(PROTOCOL_ERROR)
-            if len(self.message[1]) + length > self.max_size:
+            if not self.inflating and len(self.message[1]) + length > self.max_size:
                 raise Violation(TOO_BIG)
         elif self.message is not None:
             raise Violation(PROTOCOL_ERROR)
         else:
             self.message = (opcode, bytearray())
+            self.inflating = bool(b0 & RSV1)
         kind, buffer = self.message
-        buffer += payload
-        text_state = utf8_status(bytes(buffer)) if kind == frames.OP_TEXT else "complete"
-        if text_state == "bad" or (complete and fin and text_state == "partial"):
-            raise Violation(INVALID_DATA)
+        if self.inflating:
+            self.add_inflated(buffer, payload)
+            if complete and fin:
+                self.add_inflated(buffer, DEFLATE_TAIL)
+                if self.inflater.eof:  # a final block ended the stream: the next starts anew
+                    self.inflater = zlib.decompressobj(-15)
+        else:
+            buffer += payload
+        self.check_text(kind, buffer, complete and fin)
         if complete and fin:
             self.message = None
             if kind == frames.OP_TEXT:
                 self.events.append(("text", buffer.decode()))
             else:
                 self.events.append(("binary", bytes(buffer)))
+
+    @staticmethod
+    def check_text(kind: int, buffer: bytearray, ended: bool) -> None:
+        text_state = utf8_status(bytes(buffer)) if kind == frames.OP_TEXT else "complete"
+        if text_state == "bad" or (ended and text_state == "partial"):
+            raise Violation(INVALID_DATA)
+
+    def add_inflated(self, buffer: bytearray, data: bytes) -> None:
+        """RFC 7692 §7.2.2 with the limit on the inflated size: what fits is
+        kept (and checked as text) before the 1009."""
+        if self.inflater.eof:
+            return  # after a final block only padding may follow
+        room = self.max_size - len(buffer)
+        try:
+            out = self.inflater.decompress(data, room + 1)  # one byte over proves it
+        except zlib.error:
+            raise Violation(INVALID_DATA) from None
+        buffer += out[:room]
+        if len(out) > room:
+            self.check_text(self.message[0], buffer, False)
+            raise Violation(TOO_BIG)
 
     def control(self, opcode: int, payload: bytes, stop: int) -> int | None:
         if opcode == frames.OP_PING:
@@ -248,7 +288,7 @@ def parse_server_frame(data: bytes) -> list[tuple]:
     while pos < len(data):
         b0, b1 = data[pos], data[pos + 1]
         assert not b1 & 0x80, "a server frame is masked"
-        assert not b0 & 0x70, "a server frame has RSV bits"
+        assert not b0 & 0x70, "a server frame has RSV bits (pongs and closes never do)"
         len7 = b1 & 0x7F
         ext = {126: 2, 127: 8}.get(len7, 0)
         length = int.from_bytes(data[pos + 2 : pos + 2 + ext], "big") if ext else len7
@@ -293,11 +333,26 @@ class Recorder(protocol.ServerProtocol):
     def on_output(self, data: bytes) -> None:
         self.events.extend(parse_server_frame(data))
 
+    def on_stall(self) -> None:
+        """Drained by run_protocol after each read, as the glue does from the loop."""
 
-def run_protocol(wire: bytes, max_size: int, closing: bool, read_size: int) -> list[tuple]:
+
+def codec(compressed: bool) -> deflate.PerMessageDeflate | None:
+    """The connection's codec when permessage-deflate was negotiated (client
+    keeps its context, window 15: the model's inflater)."""
+    if not compressed:
+        return None
+    # A small inflate budget per read, so inputs stall and resume (on_stall / drain).
+    compression = deflate.Compression("full", read_budget=INFLATE_BUDGET)
+    return compression.negotiate(["permessage-deflate"])[1]
+
+
+def run_protocol(
+    wire: bytes, max_size: int, closing: bool, read_size: int, compressed: bool = False
+) -> list[tuple]:
     """Feed ``wire`` in reads of ``read_size`` bytes (0: one read) through
     one reused receive buffer, as the reactor does."""
-    proto = Recorder(max_size)
+    proto = Recorder(max_size, codec(compressed))
     proto.events = []
     proto.accept()
     if closing:
@@ -309,6 +364,8 @@ def run_protocol(wire: bytes, max_size: int, closing: bool, read_size: int) -> l
         buffer[: len(chunk)] = chunk
         consumed = proto.receive(buffer, 0, len(chunk))
         assert 0 <= consumed <= len(chunk), "receive consumed more than it was given"
+        while proto.stalled:  # what the glue does from the loop, one budget at a time
+            proto.drain()
         if consumed < len(chunk):
             assert proto.state is protocol.CLOSED, "receive stopped early while not CLOSED"
     if proto.state is protocol.CLOSED:
@@ -316,12 +373,13 @@ def run_protocol(wire: bytes, max_size: int, closing: bool, read_size: int) -> l
     return proto.events
 
 
-def check_scanners(wire: bytes, max_size: int) -> None:
-    expected = reference_scan(wire, max_size)
+def check_scanners(wire: bytes, max_size: int, rsv: int = 0) -> None:
+    expected = reference_scan(wire, max_size, rsv)
     results = []
     for scan in (frames.scan_window_c, frames.scan_window_python):
         data = bytearray(wire)
-        descriptors = scan(unmask_module.Window(data, cached=False), 0, len(data), max_size)
+        window = unmask_module.Window(data, cached=False)
+        descriptors = scan(window, 0, len(data), max_size, rsv)
         results.append((descriptors, bytes(data)))
     (c_out, c_data), (py_out, py_data) = results
     assert c_out == py_out == expected, f"scanners disagree: {c_out} {py_out} {expected}"
@@ -333,13 +391,13 @@ def check_scanners(wire: bytes, max_size: int) -> None:
             assert c_data[start:stop] == unmasked(wire, start, stop, key)
 
 
-def check_parse_frame(wire: bytes, max_size: int) -> None:
+def check_parse_frame(wire: bytes, max_size: int, rsv: int = 0) -> None:
     """The pure-Python ``parse_frame``: frame by frame, against the model."""
-    expected = reference_scan(wire, max_size)
+    expected = reference_scan(wire, max_size, rsv)
     pos, seen = 0, []
     while pos < len(wire) and len(seen) < len(expected):
         try:
-            frame, next_pos = frames.parse_frame(wire, pos, max_size=max_size)
+            frame, next_pos = frames.parse_frame(wire, pos, max_size=max_size, rsv=rsv)
         except frames.FrameHeaderError as exc:
             seen += [-exc.number, pos, pos]
             break
@@ -348,35 +406,37 @@ def check_parse_frame(wire: bytes, max_size: int) -> None:
             break
         assert pos < next_pos <= len(wire), "parse_frame went past the buffer"
         start = next_pos - len(frame.payload)
-        seen += [frame.opcode | (0x80 if frame.fin else 0), start, next_pos]
+        seen += [frame.opcode | (0x80 if frame.fin else 0) | (RSV1 if frame.rsv1 else 0)]
+        seen += [start, next_pos]
         assert bytes(frame.payload) == unmasked(wire, start, next_pos, wire[start - 4 : start])
         pos = next_pos
     assert seen == expected[: len(seen)] and len(seen) == len(expected), (seen, expected)
 
 
-def config(data: bytes) -> tuple[int, bool, int, bytes]:
+def config(data: bytes) -> tuple[int, bool, int, bool, bytes]:
     if not data:
-        return MAX_SIZES[0], False, 0, b""
+        return MAX_SIZES[0], False, 0, False, b""
     options = data[0]
     wire = data[1:]
-    read_size = 1 + ((options >> 4) * 7 + (wire[0] if wire else 0)) % 61
-    return MAX_SIZES[options & 7], bool(options & 8), read_size, wire
+    read_size = 1 + ((options >> 4 & 7) * 7 + (wire[0] if wire else 0)) % 61
+    return MAX_SIZES[options & 7], bool(options & 8), read_size, bool(options & 0x80), wire
 
 
 def check(data: bytes) -> str:
-    max_size, closing, read_size, wire = config(data)
-    expected = Model(max_size, closing).run(wire)
+    max_size, closing, read_size, compressed, wire = config(data)
+    expected = Model(max_size, closing, compressed).run(wire)
     if not expected or expected[-1][0] != "close":
         expected = expected + [("close", 1006)]  # the glue reports the lost TCP
     for impl in ("c", "python"):
         with native.using(impl):  # back to C even when a check fails
             for size in (0, read_size, 1 if len(wire) <= 64 else 0):
-                events = run_protocol(wire, max_size, closing, size)
+                events = run_protocol(wire, max_size, closing, size, compressed)
                 if not events or events[-1][0] != "close":
                     events.append(("close", 1006))
                 assert events == expected, f"{impl} read={size}:\n{events}\n!=\n{expected}"
-    check_scanners(wire, max_size)
-    check_parse_frame(wire, max_size)
+    rsv = RSV1 if compressed else 0
+    check_scanners(wire, max_size, rsv)
+    check_parse_frame(wire, max_size, rsv)
     return outcome(expected[-1][1])
 
 

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import struct
 import sys
+import zlib
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 KEY = bytes((0x37, 0xFA, 0x21, 0x3D))  # RFC 6455 §5.7's masking key
 
 
-def masked(opcode: int, payload: bytes, fin: bool = True, key: bytes = KEY) -> bytes:
+def masked(
+    opcode: int, payload: bytes, fin: bool = True, key: bytes = KEY, rsv1: bool = False
+) -> bytes:
     """A client frame, built here independently of ws/frames.py."""
-    b0 = opcode | (0x80 if fin else 0)
+    b0 = opcode | (0x80 if fin else 0) | (0x40 if rsv1 else 0)
     n = len(payload)
     if n < 126:
         head = bytes((b0, 0x80 | n))
@@ -74,7 +77,42 @@ def ws_frames() -> dict[str, bytes]:
         seeds[f"{name}-config-{config:02x}.bin"] = bytes((config,)) + ours[name]
     seeds["masked-fragmented-hello-limit-1.bin"] = b"\x02" + ours["masked-fragmented-hello"]
     seeds["ping-inside-fragmented-reads.bin"] = b"\xf0" + ours["ping-inside-fragmented-text"]
+    # permessage-deflate negotiated (config bit 7), RFC 7692.
+    for name, wire in compressed_frames().items():
+        seeds[f"deflate-{name}.bin"] = wire
     return seeds
+
+
+def deflated(payload: bytes, compressor=None) -> bytes:
+    """RFC 7692 §7.2.1: deflate, sync flush, drop the 4-byte tail."""
+    compressor = compressor or zlib.compressobj(9, zlib.DEFLATED, -15)
+    return (compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+
+
+def compressed_frames() -> dict[str, bytes]:
+    text = "Grüße, κόσμε 🌍 ".encode() * 20
+    data = deflated(text)
+    kept = zlib.compressobj(9, zlib.DEFLATED, -15)  # context kept across two messages
+    two = masked(1, deflated(text, kept), rsv1=True) + masked(1, deflated(text, kept), rsv1=True)
+    return {
+        "text": b"\x80" + masked(1, data, rsv1=True),
+        "fragments": b"\x80"
+        + masked(1, data[:5], False, rsv1=True)
+        + masked(9, b"ping")
+        + masked(0, data[5:20], False)
+        + masked(0, data[20:]),
+        "context-kept": b"\x80" + two,
+        "empty": b"\x80" + masked(2, b"\x00", rsv1=True) + masked(2, b"", rsv1=True),
+        "rsv1-continuation": b"\x80"
+        + masked(1, data[:5], False, rsv1=True)
+        + masked(0, data[5:], rsv1=True),
+        "rsv1-ping": b"\x80" + masked(9, b"x", rsv1=True),
+        "rsv2": b"\x80" + bytes((0xA1,)) + masked(1, b"x")[1:],
+        "bomb-limit-1000": b"\x85" + masked(2, deflated(bytes(100_000)), rsv1=True),
+        "corrupt": b"\x80" + masked(2, b"\xff\xfe\xfd", rsv1=True),
+        "invalid-utf8": b"\x80" + masked(1, deflated(b"ok\xc0\xafno" * 30), rsv1=True),
+        "read-split": b"\xb0" + masked(1, data, rsv1=True) + masked(1, b"plain"),
+    }
 
 
 RFC6455_HANDSHAKE = (  # RFC 6455 §1.2 / §4.1, the client's opening handshake

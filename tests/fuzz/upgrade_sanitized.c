@@ -41,7 +41,7 @@ int main(int argc, char **argv)
         size_t cap = next(4) ? 2 * WS_UPGRADE_RESPONSE_SIZE : next(2 * WS_UPGRADE_RESPONSE_SIZE);
         unsigned char *input = exact_block(head, len);
         unsigned char *out = exact_block(NULL, cap);
-        int size = ws_accept_upgrade(input, len, (int)next(2), out, cap);
+        int size = ws_accept_upgrade(input, len, (int)next(4), out, cap); /* weigh bits */
         if (size >= 0) {
             if (size != WS_UPGRADE_RESPONSE_SIZE || (size_t)size > cap ||
                 memcmp(out, "HTTP/1.1 101 ", 13) != 0 || memcmp(out + size - 4, "\r\n\r\n", 4)) {

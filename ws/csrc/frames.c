@@ -4,7 +4,8 @@
  * masked client frame, validates the header, unmasks the payload in place and
  * writes a descriptor of WS_DESCRIPTOR_SLOTS int64 values into `out`:
  *
- *     kind   the frame's first byte (FIN bit | opcode; RSV bits are zero)
+ *     kind   the frame's first byte (FIN bit | RSV1 bit | opcode; RSV1 only when
+ *            `rsv_allowed` has it, RSV2-3 are zero)
  *     start  offset of the payload in buf
  *     end    offset one past the payload (= where the next frame starts)
  *
@@ -42,24 +43,30 @@ static uint64_t read_be(const unsigned char *p, int n)
     return v;
 }
 
-/* Checks applied to the first byte alone. Returns 0 or -ws_frame_error. */
-static int check_first_byte(unsigned int b0)
+/* Checks applied to the first byte alone. Returns 0 or -ws_frame_error.
+ * RSV bits in `rsv_allowed` belong to a negotiated extension; RSV1
+ * (permessage-deflate, RFC 7692 §6) may only mark the first frame of a
+ * message: never a control frame or a continuation. */
+static int check_first_byte(unsigned int b0, unsigned int rsv_allowed)
 {
-    if (b0 & 0x70)
+    if (b0 & 0x70 & ~rsv_allowed)
         return -WS_ERR_RSV;
     if (is_reserved_opcode(b0 & 0x0F))
         return -WS_ERR_OPCODE;
     if ((b0 & 0x08) && !(b0 & 0x80))
         return -WS_ERR_CONTROL_FRAGMENTED;
+    if ((b0 & WS_RSV1) && ((b0 & 0x08) || (b0 & 0x0F) == 0))
+        return -WS_ERR_RSV1_MISPLACED;
     return 0;
 }
 
 /* Parse the header at p (avail >= 1 bytes). Returns the header length
  * (mask key included), 0 when more bytes are needed, or -ws_frame_error. */
-static int parse_header(const unsigned char *p, size_t avail, uint64_t max_size, uint64_t *len)
+static int parse_header(const unsigned char *p, size_t avail, uint64_t max_size,
+                        unsigned int rsv_allowed, uint64_t *len)
 {
     unsigned int len7;
-    int err = check_first_byte(p[0]), ext = 0;
+    int err = check_first_byte(p[0], rsv_allowed), ext = 0;
 
     if (err || avail < 2)
         return err;
@@ -87,14 +94,14 @@ static void put_descriptor(int64_t *out, int64_t kind, size_t start, size_t end)
 }
 
 size_t ws_parse_frames(unsigned char *buf, size_t start, size_t end, uint64_t max_size,
-                       int64_t *out, size_t cap)
+                       unsigned int rsv_allowed, int64_t *out, size_t cap)
 {
     size_t pos = start, n = 0;
 
     while (n < cap && pos < end) {
         size_t avail = end - pos, payload;
         uint64_t len = 0;
-        int hlen = parse_header(buf + pos, avail, max_size, &len);
+        int hlen = parse_header(buf + pos, avail, max_size, rsv_allowed & 0x70, &len);
 
         if (hlen < 0) {
             put_descriptor(out + n * WS_DESCRIPTOR_SLOTS, hlen, pos, pos);

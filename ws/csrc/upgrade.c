@@ -75,7 +75,17 @@ static bool canonical_key(const unsigned char *k, size_t len)
     return (base64_value(k[21]) & 0x0F) == 0;
 }
 
-enum field { F_OTHER, F_HOST, F_UPGRADE, F_CONNECTION, F_KEY, F_VERSION, F_PROTOCOL, F_COUNT };
+enum field {
+    F_OTHER,
+    F_HOST,
+    F_UPGRADE,
+    F_CONNECTION,
+    F_KEY,
+    F_VERSION,
+    F_PROTOCOL,
+    F_EXTENSIONS,
+    F_COUNT
+};
 
 static const char *const FIELD_NAMES[F_COUNT] = {
     [F_HOST] = "host",
@@ -84,6 +94,7 @@ static const char *const FIELD_NAMES[F_COUNT] = {
     [F_KEY] = "sec-websocket-key",
     [F_VERSION] = "sec-websocket-version",
     [F_PROTOCOL] = "sec-websocket-protocol",
+    [F_EXTENSIONS] = "sec-websocket-extensions",
 };
 
 static enum field classify(const unsigned char *name, size_t len)
@@ -94,8 +105,8 @@ static enum field classify(const unsigned char *name, size_t len)
     return F_OTHER;
 }
 
-int ws_accept_upgrade(const unsigned char *head, size_t len, int protocols_configured,
-                      unsigned char *out, size_t cap)
+int ws_accept_upgrade(const unsigned char *head, size_t len, int weigh, unsigned char *out,
+                      size_t cap)
 {
     if (cap < WS_UPGRADE_RESPONSE_SIZE)
         return -1;
@@ -145,8 +156,12 @@ int ws_accept_upgrade(const unsigned char *head, size_t len, int protocols_confi
             ok[f] = v_len == 2 && v[0] == '1' && v[1] == '3';
             break;
         case F_PROTOCOL:
-            if (protocols_configured)
+            if (weigh & WS_WEIGH_PROTOCOLS)
                 return -1; /* choosing among the offered ones is the full check's job */
+            break;
+        case F_EXTENSIONS:
+            if (weigh & WS_WEIGH_EXTENSIONS)
+                return -1; /* so is negotiating an extension */
             break;
         default:
             break;
