@@ -1,6 +1,6 @@
 """The WebSocket application API: what a user of ``--proto ws`` writes.
 
-In the style the seed shows for Swoole (``$ws->on('open'|'message'|'close')``,
+In the style of Swoole's WebSocket server (``$ws->on('open'|'message'|'close')``,
 ``$ws->push($fd, ...)``): subclass ``WebSocketApp`` and override callbacks.
 
     from reactor.app import WebSocketApp

@@ -1,6 +1,6 @@
 """Static files over HTTP/1.1: the glue between the reactor and ``reactor.http``.
 
-The seed's ``http_request``/``http_response`` (section 11.3) without its bugs:
+The C design's ``http_request``/``http_response`` without its bugs:
 a request head may arrive in many reads or many heads in one read; a body
 never blocks the loop; the file is closed on every path.
 

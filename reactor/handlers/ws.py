@@ -1,7 +1,7 @@
 """WebSocket over the reactor (``--proto ws``): the glue between reactor/loop.py,
 the sans-I/O ``reactor.ws`` machine and the application API (reactor/app.py).
 
-One connection's life (the seed's WS_HANDSHAKE -> WS_TANSMISSION -> WS_END):
+One connection's life (the C design's handshake -> transmission -> end states):
 
     accepted --head parsed (RequestParser: any split, --header-timeout)-->
         plain HTTP: 426 | malformed: 4xx | refused (version, Origin, app): 4xx -> lingering close
@@ -42,7 +42,7 @@ keepalive and header timeouts, so nothing per connection is scheduled:
 Only a closing connection owns a timer (--close-timeout): a bounded wait for
 the peer's close after ours (§7.1.1: the server should not wait forever).
 
-Backpressure (see docs/README-ws.md): the core stops reading from a
+Backpressure (see docs/guide.md): the core stops reading from a
 connection while its output is over --max-send-buffer, which bounds what it
 gets in reply to its own messages. Output pushed to a connection from
 elsewhere (broadcast, other connections, timers) when it is already over the
