@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from .. import rfc9110
 from ..native import Switch
@@ -91,21 +92,12 @@ _HOST_RE = re.compile(_HOST_CHARS)
 _HOST_LINE_RE = re.compile(r"\n(?i:host):[ \t]*" + _HOST_CHARS + r"[ \t]*\r?\n")
 _CR, _LF = 13, 10
 
-# What reads the common head: "c" (the scanner, built) or "python" (the regex path
-# alone); switched with use(). The glue says which at start.
-HEAD_SCANNER = "python" if _lib is None else "c"
-_scan_head = None if _lib is None else _lib.http_scan_head
-
-
-def _rebind(implementation: str) -> None:
-    global HEAD_SCANNER, _scan_head
-    HEAD_SCANNER = implementation
-    _scan_head = _lib.http_scan_head if implementation == "c" else None
-
-
+# What reads the common head: the C scanner in front of the regex path while
+# switch.active is "c" (built), the regex path alone while it is "python".
 switch = Switch("reactor.http._speedups", lambda: _lib)
-switch.on_switch(_rebind)
-use = switch.use  # "c" (when built) or "python": tests and benchmarks compare the two
+_scan_head: Any = None  # kept on the C scanner by the switch while C runs
+switch.bind(globals(), "_scan_head", "http_scan_head")
+use = switch.use  # tests and benchmarks compare the two
 if _lib is not None:
     _SCAN_INFO = _ffi.new("int32_t[2]")  # method, minor version
     _SCAN_INFO_VIEW = memoryview(_ffi.buffer(_SCAN_INFO)).cast("i")

@@ -66,21 +66,13 @@ except ImportError:  # pragma: no cover - no C compiler at install time
     _io_lib = None
 
 log = logging.getLogger("reactor")
-# What sends with MSG_MORE: "c" (reactor/csrc/io.c, built) or "python" (a borrowed
-# socket object, and one packet more per closing connection); switched with use().
-IO_HELPER = "python" if _io_lib is None else "c"
-_send_more = None if _io_lib is None else _io_lib.rx_send_more
-
-
-def _rebind(implementation: str) -> None:
-    global IO_HELPER, _send_more
-    IO_HELPER = implementation
-    _send_more = _io_lib.rx_send_more if implementation == "c" else None
-
-
+# Sends with MSG_MORE go through reactor/csrc/io.c while switch.active is "c"
+# (built), through a borrowed socket object while it is "python" (one packet more
+# per closing connection).
 switch = Switch("reactor._io", lambda: _io_lib)
-switch.on_switch(_rebind)
-use = switch.use  # "c" (when built) or "python": tests compare the two
+_send_more: Any = None  # kept on the C send by the switch while C runs
+switch.bind(globals(), "_send_more", "rx_send_more")
+use = switch.use  # tests compare the two
 
 
 EPOLLIN = select.EPOLLIN

@@ -34,6 +34,16 @@ class Switch:
         self._rebinders.append(rebind)
         rebind(self.active)
 
+    def bind(self, namespace: dict[str, Any], name: str, routine: str) -> None:
+        """Keep ``namespace[name]`` (a module global that a hot path calls
+        directly) on the C routine ``routine`` while C runs, None otherwise."""
+
+        def rebind(implementation: str) -> None:
+            compiled = self._compiled()
+            namespace[name] = getattr(compiled, routine) if implementation == "c" else None
+
+        self.on_switch(rebind)
+
     def use(self, name: str) -> None:
         """Run the package's routines in C (``"c"``) or in Python (``"python"``)."""
         if name not in IMPLEMENTATIONS:

@@ -14,7 +14,7 @@ from reactor.http.request import MAX_FIELDS, MAX_FIELDS_SIZE, MAX_TARGET
 
 
 def test_the_compiled_head_scanner_is_built():
-    assert request_module.HEAD_SCANNER == "c"
+    assert request_module.switch.active == "c"
 
 
 def parse_with(data: bytes, scanner: str) -> tuple:

@@ -36,8 +36,8 @@ CHECK = (
     "reactor._io, reactor.loop\n"
     "assert http.client.__file__.startswith(sysconfig.get_paths()['stdlib'])\n"
     "assert reactor.ws.native.active == 'c'\n"
-    "assert reactor.http.request.HEAD_SCANNER == 'c'\n"
-    "assert reactor.loop.IO_HELPER == 'c'\n"
+    "assert reactor.http.request.switch.active == 'c'\n"
+    "assert reactor.loop.switch.active == 'c'\n"
     "print(reactor.__file__)\n"
 )
 

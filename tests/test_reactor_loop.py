@@ -232,7 +232,7 @@ def test_write_and_close_sends_the_bytes_then_closes(reactor, request, built):
 
 
 def test_write_and_close_puts_the_fin_in_the_last_segment(reactor):
-    assert loop_module.IO_HELPER == "c", "reactor._io is not built"
+    assert loop_module.switch.active == "c", "reactor._io is not built"
     segments = {}
     for built in (True, False):
         loop_module.use("c" if built else "python")

@@ -107,21 +107,14 @@ def validate(
     return Accept(accept, chosen, _switching_protocols(accept, chosen, headers), codec)
 
 
-_accept_upgrade: Any = None  # the C routine while C runs (native.use), else None
+_accept_upgrade: Any = None  # the C routine while C runs (native.use); None: Python decides
+native.switch.bind(globals(), "_accept_upgrade", "ws_accept_upgrade")
 if native.BUILT:
     _RESPONSE = native.ffi.new("unsigned char[]", native.lib.WS_UPGRADE_RESPONSE_SIZE)
     _RESPONSE_BYTES = native.ffi.buffer(_RESPONSE)
     _ACCEPT_KEY = slice(native.lib.WS_UPGRADE_ACCEPT_AT, native.lib.WS_UPGRADE_ACCEPT_AT + 28)
     _WEIGH_PROTOCOLS = native.lib.WS_WEIGH_PROTOCOLS
     _WEIGH_EXTENSIONS = native.lib.WS_WEIGH_EXTENSIONS
-
-
-def _rebind(implementation: str) -> None:
-    global _accept_upgrade
-    _accept_upgrade = native.lib.ws_accept_upgrade if implementation == "c" else None
-
-
-native.on_switch(_rebind)
 
 
 def accept_usual(

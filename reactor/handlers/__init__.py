@@ -24,7 +24,7 @@ def warn_if_head_scanner_missing(log: logging.Logger) -> None:
     every request head takes the pure-Python path (correct, ~2x slower)."""
     from ..http import request
 
-    if request.HEAD_SCANNER != "c":
+    if request.switch.active != "c":
         log.warning(
             "reactor.http._speedups is not built: request heads are parsed in pure Python "
             "(~2x slower); reinstall with a C compiler (pip install -e .)"
@@ -44,7 +44,8 @@ def describe_implementations() -> str:
     from ..ws import native
 
     return (
-        f"websocket={native.active} http-head={request.HEAD_SCANNER} socket-io={loop.IO_HELPER} "
+        f"websocket={native.active} http-head={request.switch.active} "
+        f"socket-io={loop.switch.active} "
         f"static-confine={static.CONFINE}"
     )
 

@@ -131,7 +131,7 @@ def incremental(data: bytes, step: int) -> tuple:
 
 def without_head_scanner(data: bytes) -> tuple:
     """The whole input parsed by the Python path alone (no http/csrc/head.c)."""
-    scanner = request_module.HEAD_SCANNER
+    scanner = request_module.switch.active
     request_module.use("python")
     try:
         return parse_all(RequestParser(), data, 0, len(data))
