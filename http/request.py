@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .. import rfc9110
@@ -129,23 +130,15 @@ class HttpError(Exception):
         return f"{self.status} {self.reason}"
 
 
+@dataclass(slots=True, eq=False, repr=False)
 class Request:
     """A parsed request head. Header names are lowercased, values are latin-1 str
     with surrounding whitespace removed; repeated fields are kept in order."""
 
-    __slots__ = ("method", "target", "http_version", "headers")
-
-    def __init__(
-        self,
-        method: str,
-        target: str,
-        http_version: tuple[int, int],
-        headers: list[tuple[str, str]],
-    ) -> None:
-        self.method = method
-        self.target = target
-        self.http_version = http_version
-        self.headers = headers
+    method: str
+    target: str
+    http_version: tuple[int, int]
+    headers: list[tuple[str, str]]
 
     def __repr__(self) -> str:
         return f"Request({self.method!r}, {self.target!r}, {self.http_version!r}, {self.headers!r})"

@@ -40,6 +40,7 @@ import stat
 import time
 from calendar import monthrange, timegm
 from collections.abc import Sequence
+from dataclasses import dataclass
 from http import HTTPStatus  # the stdlib package (this folder has no __init__.py)
 from operator import itemgetter
 from urllib.parse import unquote_to_bytes
@@ -444,18 +445,16 @@ def file_meta(path: str, st: os.stat_result) -> FileMeta:
 # --- the response plan ------------------------------------------------------------------
 
 
+@dataclass(slots=True, eq=False, repr=False)
 class ResponsePlan:
     """What to send: `head` (complete, through the blank line), then `length`
     bytes of the file from `offset` (length 0: no body, e.g. HEAD or 304)."""
 
-    __slots__ = ("status", "head", "offset", "length", "keep_alive")
-
-    def __init__(self, status: int, head: bytes, offset: int, length: int, keep_alive: bool):
-        self.status = status
-        self.head = head
-        self.offset = offset
-        self.length = length
-        self.keep_alive = keep_alive
+    status: int
+    head: bytes
+    offset: int
+    length: int
+    keep_alive: bool
 
     def __repr__(self) -> str:
         return f"ResponsePlan({self.status}, offset={self.offset}, length={self.length})"

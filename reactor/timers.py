@@ -11,20 +11,19 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 
+@dataclass(slots=True, eq=False)  # eq=False: a timer is itself, as a handle to cancel
 class Timer:
     """A scheduled callback; ``cancel()`` makes it a no-op."""
 
-    __slots__ = ("when", "callback", "args", "interval", "cancelled")
-
-    def __init__(self, when: float, callback: Callable[..., Any], args: tuple, interval: float):
-        self.when = when
-        self.callback = callback
-        self.args = args
-        self.interval = interval
-        self.cancelled = False
+    when: float
+    callback: Callable[..., Any]
+    args: tuple
+    interval: float
+    cancelled: bool = False
 
     def cancel(self) -> None:
         self.cancelled = True

@@ -26,7 +26,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
 
@@ -305,11 +305,16 @@ class Supervisor:
             return 1.0
         return max(0.0, min(self.respawn_at.values()) - time.monotonic())
 
-    def _reap(self) -> None:
+    def _exited(self) -> Iterator[tuple[int, int]]:
+        """(pid, wait status) of each child that has ended, without blocking."""
         while self.pids:
             pid, status = os.waitpid(-1, os.WNOHANG)
             if pid == 0:
                 return
+            yield pid, status
+
+    def _reap(self) -> None:
+        for pid, status in self._exited():
             index = self.pids.pop(pid, None)
             if index is None:
                 continue
@@ -354,10 +359,7 @@ class Supervisor:
         self.reports.clear()
 
     def _reap_stopped(self) -> None:
-        while self.pids:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-            if pid == 0:
-                return
+        for pid, status in self._exited():
             report = self.reports.pop(pid, None)
             failed_to_start = report is not None and report.collect() is not None
             # Expected ends are not news: SIGTERM came from us, and a sibling's
