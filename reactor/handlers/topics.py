@@ -190,7 +190,7 @@ class Topics:
         broker = self.broker
         if broker is not None:
             broker.publish(topic, opcode, payload)
-            if self._handler._corked is None and not self._holding:
+            if self._handler.cork.owner is None and not self._holding:
                 broker.flush()
             else:
                 self.dirty = True
@@ -201,7 +201,7 @@ class Topics:
         subscribers = self._subscribers.get(topic)
         if not subscribers:
             return
-        corked = self._handler._corked
+        corked = self._handler.cork.owner
         if corked is None and not self._holding:
             for ws in subscribers:
                 if ws._state is OPEN:

@@ -19,7 +19,7 @@ Hot path: ``on_data`` hands the reactor's receive buffer itself to
 ``receive()`` (frames are unmasked in place). Output is CORKED meanwhile:
 frames the app sends to this connection, pongs and close frames collect in
 one handler-wide list (no copies) and leave in ONE write after the read, so
-16 pipelined echoes cost one syscall, not 16 (see WRITEV_MIN for how).
+16 pipelined echoes cost one syscall, not 16 (reactor/handlers/cork.py).
 
 permessage-deflate (--compression, docs/compression.md): the handshake's
 ``validate`` negotiates it and hands over the connection's codec (ws/deflate.py,
@@ -92,6 +92,7 @@ from ..ws.frames import (
 )
 from ..ws.protocol import CLOSED, DEFAULT_MAX_MESSAGE_SIZE, OPEN, ServerProtocol
 from . import warn_if_head_scanner_missing
+from .cork import WRITEV_MIN, Cork
 from .topics import EVERYONE, Topics, as_bytes, encode_message
 from .ws_async import COROUTINE_CALLBACKS, AsyncCallbacks, coroutine_callbacks
 
@@ -105,11 +106,6 @@ DEFAULT_HEADER_TIMEOUT = 10.0  # used when the http handler's --header-timeout i
 SWEEP_INTERVAL = 1.0  # seconds: keepalive and silent-connection checks count whole seconds
 #                        (the reactor tick); a pass over 20k connections costs ~5 ms
 PING_TIMEOUT_CODE = CLOSE_INTERNAL_ERROR  # see the module docstring for 1011 vs 1001
-# Corked frames leave in one conn.writev when one of them is at least this large (a
-# copy into one buffer would cost more than an iovec per frame), else joined into
-# one write. Measured on a socketpair: 4 x 64 KiB frames 32 us writev vs 47 us
-# join+write; 16 x 64 B 7.8 us writev vs 6.6 us join+write.
-WRITEV_MIN = 16 * 1024
 
 _PING = serialize_frame(OP_PING)  # every keepalive ping is the same empty frame
 # Headers of unfragmented server frames with a 7-bit length, built once (§5.2).
@@ -194,15 +190,16 @@ class WebSocketConnection(ServerProtocol):
             return self._send_from_thread(opcode, payload)
         if compress:
             return self._push(self.frame_message(opcode, payload))
-        if handler._corked is self:  # answering its own input: one write after the read
-            parts = handler._parts
+        cork = handler.cork
+        if cork.owner is self:  # answering its own input: one write after the read
+            parts = cork.parts
             size = len(payload)
             if size < 126:
                 parts.append(headers[size])
             else:
                 parts.append(frame_header(opcode, size))
                 if size >= WRITEV_MIN:
-                    handler._gather = True
+                    cork.gather = True
             parts.append(payload)
             return True
         return self._push(serialize_frame(opcode, payload))
@@ -272,7 +269,7 @@ class WebSocketConnection(ServerProtocol):
         if self._state is CLOSED:
             return 0
         handler = self.handler
-        corked = sum(map(len, handler._parts)) if handler._corked is self else 0
+        corked = handler.cork.pending() if handler.cork.owner is self else 0
         return self._conn.pending() + corked
 
     @property
@@ -292,8 +289,8 @@ class WebSocketConnection(ServerProtocol):
     def _emit(self, frame: bytes) -> None:
         """Control frames: always sent (tiny), corked when answering input."""
         handler = self.handler
-        if handler._corked is self:
-            handler._parts.append(frame)
+        if handler.cork.owner is self:
+            handler.cork.parts.append(frame)
         else:
             if handler.topics.dirty:
                 handler.topics.flush()  # held publishes first: they came before
@@ -302,9 +299,8 @@ class WebSocketConnection(ServerProtocol):
     def _push(self, frame: bytes) -> bool:
         """A data frame built once (send, broadcast), under the 1008 policy."""
         handler = self.handler
-        if handler._corked is self:
-            handler._parts.append(frame)
-            handler._gather |= len(frame) >= WRITEV_MIN
+        if handler.cork.owner is self:
+            handler.cork.add(frame)
             return True
         if handler.topics.dirty:
             handler.topics.flush()  # held publishes first: they came before
@@ -356,7 +352,7 @@ class WebSocketConnection(ServerProtocol):
 
     def on_final_output(self, data: bytes) -> None:
         self._emit(data)  # always corked: it comes from receive()
-        self.handler._final = True  # _flush closes TCP with it
+        self.handler.cork.final = True  # _flush closes TCP with it
 
     def on_close(self, code: int, reason: str) -> None:
         handler = self.handler
@@ -566,10 +562,7 @@ class WebSocketHandler(Handler):
         self.subprotocols = tuple(subprotocols)
         self.origins = origins
         self.open_count = 0  # connections opened and not yet reported closed
-        self._corked: WebSocketConnection | None = None  # whose output is being collected
-        self._parts: list[bytes] = []  # its frames (no copies), written once per read
-        self._gather = False  # a part is large: writev them rather than join
-        self._final = False  # the parts end with the reply to the peer's close
+        self.cork = Cork()  # the output of the connection whose read is answered
         self.topics = Topics(self)
         if broker is not None:  # before on_start, which may already publish
             self.topics.broker = broker(self.topics)
@@ -620,13 +613,13 @@ class WebSocketHandler(Handler):
     def on_data(self, conn: Connection, data: memoryview) -> None:
         ws = conn.ctx
         if type(ws) is self.connection_class:  # the hot path: _feed, inlined
-            self._corked = ws
+            self.cork.owner = ws
             try:  # frames are unmasked in place in the reactor's receive buffer
                 ws.receive_window(self._window, 0, len(data))
             except BaseException:
                 self._uncork()
                 raise
-            self._corked = None
+            self.cork.owner = None
             self._flush(conn, ws)
         elif ws is not ANSWERED:
             self._handshake_input(conn, ws, data)
@@ -696,7 +689,7 @@ class WebSocketHandler(Handler):
         the reactor's low water (on_writable below)."""
         if ws not in self._draining:
             self._draining.add(ws)
-            if self._corked is not ws:  # else _flush arranges it once the parts are written
+            if self.cork.owner is not ws:  # else _flush arranges it once the parts are written
                 ws._conn.want_low_water()
 
     def on_writable(self, conn: Connection) -> None:
@@ -715,35 +708,32 @@ class WebSocketHandler(Handler):
 
     def _feed(self, conn: Connection, ws: WebSocketConnection, buf: Any, start: int, end: int):
         """Run the frames of buf[start:end] with this connection's output corked."""
-        self._corked = ws
+        self.cork.owner = ws
         try:
             ws.receive(buf, start, end)
         except BaseException:
             self._uncork()
             raise
-        self._corked = None
+        self.cork.owner = None
         self._flush(conn, ws)
 
     def _drain(self, conn: Connection, ws: WebSocketConnection) -> None:
         """One more budget of a stalled connection's input (see on_stall)."""
         if conn.ctx is not ws or conn.handler is not self or not ws.stalled:
             return  # closed meanwhile (the slot may hold another connection)
-        self._corked = ws
+        self.cork.owner = ws
         try:
             ws.drain()
         except BaseException:
             self._uncork()
             raise
-        self._corked = None
+        self.cork.owner = None
         self._flush(conn, ws)
         if not ws.stalled and ws._state is not CLOSED:
             conn.resume_reading()
 
     def _uncork(self) -> None:
-        self._corked = None
-        self._parts.clear()  # nothing of a failed connection may leak into the next
-        self._gather = False
-        self._final = False
+        self.cork.reset()  # nothing of a failed connection may leak into the next
         if self.topics.dirty:
             self.topics.flush()  # publishes made before the failure are the others'
 
@@ -767,21 +757,7 @@ class WebSocketHandler(Handler):
         return sent
 
     def _flush(self, conn: Connection, ws: WebSocketConnection) -> None:
-        parts = self._parts
-        if self._final:  # our reply to the peer's close ends it all: the FIN may ride on it
-            self._final = False
-            if not self._gather:
-                conn.write_and_close(parts[0] if len(parts) == 1 else b"".join(parts))
-                parts.clear()
-        if parts:
-            if len(parts) == 1:
-                conn.write(parts[0])
-            elif self._gather:
-                conn.writev(parts)
-            else:
-                conn.write(b"".join(parts))  # small frames: one copy beats an iovec each
-            parts.clear()
-            self._gather = False
+        self.cork.write(conn)
         if self.topics.dirty:
             self.topics.flush()  # this read's publishes, one write per subscriber
         if self._draining and ws in self._draining:
@@ -910,13 +886,13 @@ class WebSocketHandler(Handler):
         if self.forwarded_allow_ips:
             self._remember_client(conn, ws, request)
         self.open_count += 1
-        self._parts.append(answer.response)  # the 101 leaves with on_open's and the frames'
-        self._corked = ws
+        self.cork.parts.append(answer.response)  # the 101 leaves with on_open's and the frames'
+        self.cork.owner = ws
         try:
             self._app_open(ws, request)
         except Exception as exc:
             ws._app_failed("on_open", exc)
-        self._corked = None
+        self.cork.owner = None
         if start >= end:
             self._flush(conn, ws)
         elif buf is self.reactor.recv_buffer:
