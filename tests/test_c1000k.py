@@ -28,12 +28,12 @@ import c1000k.preflight
 import c1000k.procfs
 import c1000k.report
 import pytest
+from testkit import accept_for
 from websockets.sync.server import ServerConnection, serve
 
 REPO = Path(__file__).resolve().parents[1]
 CLIENT = REPO / "bench" / "c" / "c1000k_client"
 DRIVER = REPO / "bench" / "c1000k.py"
-GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
 
 
 @pytest.fixture(scope="module")
@@ -303,7 +303,7 @@ class ScriptedServer:
 
     def converse(self, conn: socket.socket, reader) -> None:
         key = self.read_head(reader)
-        accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
+        accept = accept_for(key)
         if self.bad_accept:
             accept = base64.b64encode(hashlib.sha1(key).digest())
         head = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"

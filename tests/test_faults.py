@@ -58,8 +58,6 @@ from testkit import (
     wait_until,
 )
 
-from reactor.handlers import NotBuiltError, load
-
 MIB = 1 << 20
 BIG_SIZE = 100 * MIB  # "a peer that stops reading while the server sends 100 MiB"
 MEDIUM_SIZE = 200 * 1024  # past the static handler's 32 KiB small-file cache: sendfile
@@ -77,17 +75,6 @@ HOSTILE_SECONDS = float(os.environ.get("REACTOR_HOSTILE_SECONDS", "0"))
 FAULTS: Counter[str] = Counter()
 CHECKED: Counter[str] = Counter()  # "messages" and "bytes" compared byte-exact
 MEASURED: dict[str, float] = {}  # figures worth reporting (CPU seconds, RSS growth)
-
-
-def has_proto(name: str) -> bool:
-    try:
-        load(name)
-    except NotBuiltError:
-        return False
-    return True
-
-
-needs_ws = pytest.mark.skipif(not has_proto("ws"), reason="--proto ws is not built yet")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -257,17 +244,17 @@ def read_until_eof(sock: socket.socket, limit: float = 10) -> bytes:
 
 
 class Stack:
-    """An echo server, an HTTP server and a WebSocket server (one `auto`
-    server plays both when it exists)."""
+    """An echo server, and one `auto` server for HTTP and WebSocket (an `http`
+    server alone when the stack needs no WebSocket)."""
 
     def __init__(self, server_factory, site: Site, *args: str, ws: bool = True) -> None:
         common = ("--quiet", "--root", str(site.root), *args)
         self.echo = server_factory("--proto", "echo", *args)
-        if ws and has_proto("auto"):
+        if ws:
             self.http = self.ws = server_factory("--proto", "auto", *common)
         else:
             self.http = server_factory("--proto", "http", *common)
-            self.ws = server_factory("--proto", "ws", *args) if ws else None
+            self.ws = None
         self.servers = list({id(s): s for s in (self.echo, self.http, self.ws) if s}.values())
 
     def fds(self) -> list[int]:
@@ -440,7 +427,6 @@ def expected_frames(events: list[tuple]) -> list[tuple]:
     return out
 
 
-@needs_ws
 def test_hostile_frames_over_the_wire_match_the_rfc_model(server_factory, site):
     """The ws_frames fuzz model, end to end: every seed, regression and 300
     mutations sent after a real handshake. The server's frames must be exactly
@@ -502,7 +488,6 @@ def test_hostile_requests_over_the_wire_match_the_parser_and_resolver(server_fac
     assert wait_until(lambda: fd_count(server.pid) == baseline, 15)
 
 
-@needs_ws
 def test_hostile_handshakes_over_the_wire_match_the_rfc_oracle(server_factory):
     """The ws_handshake fuzz oracle, end to end through `--proto ws`: seeds,
     regressions and 300 mutations. The answer is the parser's error, 426 for a
@@ -631,7 +616,6 @@ def await_ready(proc: subprocess.Popen, kind: str) -> None:
     assert line.strip() == "ready", f"victim {kind} did not get into position"
 
 
-@needs_ws
 def test_sigkilled_clients_lose_only_their_own_connections(stack, bystanders):
     baseline = stack.fds()
     for _ in range(ROUNDS):
@@ -678,7 +662,6 @@ def _rst_cases(stack: Stack, site: Site) -> list[tuple[str, socket.socket]]:
     return cases
 
 
-@needs_ws
 def test_reset_instead_of_fin_closes_only_that_connection(stack, bystanders, site):
     baseline = stack.fds()
     for _ in range(ROUNDS):
@@ -693,7 +676,6 @@ def test_reset_instead_of_fin_closes_only_that_connection(stack, bystanders, sit
 # ---- half-closed connections -------------------------------------------------------------------
 
 
-@needs_ws
 def test_half_closed_connections_get_their_answers_then_close(stack, bystanders, site):
     baseline = stack.fds()
     # echo: everything sent before our FIN comes back, then the server's FIN
@@ -739,7 +721,6 @@ def test_half_closed_connections_get_their_answers_then_close(stack, bystanders,
 # ---- silent connections --------------------------------------------------------------------------
 
 
-@needs_ws
 def test_silent_connections_are_closed_by_timeouts(server_factory, site):
     timeouts = ("--idle-timeout", "3", "--header-timeout", "1", "--ping-interval", "0")
     stack = Stack(server_factory, site, *timeouts)
@@ -832,7 +813,6 @@ def test_stalled_reader_http_100_mib_rss_bounded(server_factory, site):
     assert growth < RSS_BOUND, f"RSS grew {growth / MIB:.1f} MiB"
 
 
-@needs_ws
 def test_stalled_reader_ws_100_mib_rss_bounded(server_factory):
     server = server_factory("--proto", "ws")
     sock = ws_open(server.port, timeout=60)
@@ -981,7 +961,7 @@ WORKER_PROTOCOLS = {
 }
 
 
-@pytest.mark.parametrize("proto", ["echo", pytest.param("ws", marks=needs_ws)])
+@pytest.mark.parametrize("proto", ["echo", "ws"])
 def test_worker_killed_under_load_others_untouched(server_factory, proto):
     server = server_factory("--proto", proto, "--workers", "2", workers=2)
     connect, roundtrip = WORKER_PROTOCOLS[proto]
@@ -1062,7 +1042,6 @@ class EchoLoad(threading.Thread):
 # ---- SIGTERM under load --------------------------------------------------------------------------
 
 
-@needs_ws
 def test_sigterm_under_load_closes_websockets_1001_and_finishes_http(server_factory, site):
     stack = Stack(server_factory, site, "--shutdown-timeout", "3", "--close-timeout", "2")
     ws_socks = [ws_open(stack.ws.port) for _ in range(50)]

@@ -31,10 +31,6 @@ def warn_if_head_scanner_missing(log: logging.Logger) -> None:
         )
 
 
-class NotBuiltError(RuntimeError):
-    """A protocol named on the command line whose handler is not available."""
-
-
 def describe_implementations() -> str:
     """Which implementation each C-accelerated part runs: "c", or "python" (the
     fallback of a missing build, or a switch made with its package's use());
@@ -52,12 +48,7 @@ def describe_implementations() -> str:
 
 def load(proto: str) -> ModuleType:
     """The handler module of ``proto``; says at start what runs in C."""
-    try:
-        module = importlib.import_module(PROTOCOLS[proto])
-    except ModuleNotFoundError as exc:
-        if exc.name != PROTOCOLS[proto]:
-            raise
-        raise NotBuiltError(f"--proto {proto}: this handler is not built yet") from None
+    module = importlib.import_module(PROTOCOLS[proto])
     logging.getLogger("reactor").info("implementations: %s", describe_implementations())
     return module
 
@@ -65,10 +56,7 @@ def load(proto: str) -> ModuleType:
 def add_all_arguments(parser: argparse.ArgumentParser) -> None:
     """Let every available handler declare its options (each once)."""
     for proto in PROTOCOLS:
-        try:
-            module = load(proto)
-        except NotBuiltError:
-            continue
+        module = load(proto)
         add = getattr(module, "add_arguments", None)
         if add is not None:
             add(parser)

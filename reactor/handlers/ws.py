@@ -92,6 +92,7 @@ from ..ws.frames import (
 from ..ws.protocol import CLOSED, DEFAULT_MAX_MESSAGE_SIZE, OPEN, ServerProtocol
 from . import warn_if_head_scanner_missing
 from .cork import WRITEV_MIN, Cork
+from .static import DEFAULT_HEADER_TIMEOUT  # one request-head bound for both protocols
 from .topics import EVERYONE, Topics, as_bytes, encode_message
 from .ws_async import COROUTINE_CALLBACKS, AsyncCallbacks, coroutine_callbacks
 from .ws_upgrade import ANSWERED, UpgradeHandling
@@ -102,7 +103,6 @@ DEFAULT_PING_INTERVAL = 20.0  # seconds of silence before a ping: below the 30-6
 #                               proxies and NAT tables commonly keep an idle flow
 DEFAULT_PING_TIMEOUT = 20.0  # seconds for any answer: generous for mobile links
 DEFAULT_CLOSE_TIMEOUT = 5.0  # seconds we wait for the peer's close after ours (§7.1.1)
-DEFAULT_HEADER_TIMEOUT = 10.0  # used when the http handler's --header-timeout is absent
 SWEEP_INTERVAL = 1.0  # seconds: keepalive and silent-connection checks count whole seconds
 #                        (the reactor tick); a pass over 20k connections costs ~5 ms
 PING_TIMEOUT_CODE = CLOSE_INTERNAL_ERROR  # see the module docstring for 1011 vs 1001
