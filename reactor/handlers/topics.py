@@ -107,14 +107,24 @@ class Topics:
 
     # ---- membership ------------------------------------------------------------
 
-    def subscribe(self, ws: WebSocketConnection, topic: str) -> bool:
-        """Add ``ws`` to ``topic``; False if it was already in it."""
+    def _change(self, ws: WebSocketConnection, topic: str, joining: bool) -> Any:
+        """``ws``'s topics as stored (None, one str, or a set) when joining or
+        leaving ``topic`` changes something, else False. Publishes held so far
+        go out first: they were made before the change, for the old members."""
         check_topic(topic)
         mine = self._topics_of.get(ws)
-        if mine is not None and (mine == topic if type(mine) is str else topic in mine):
+        member = mine is not None and (mine == topic if type(mine) is str else topic in mine)
+        if member is joining:
             return False
         if self.dirty:
-            self.flush()  # what was published before this subscription is not its
+            self.flush()
+        return mine
+
+    def subscribe(self, ws: WebSocketConnection, topic: str) -> bool:
+        """Add ``ws`` to ``topic``; False if it was already in it."""
+        mine = self._change(ws, topic, joining=True)
+        if mine is False:
+            return False
         if mine is None:
             self._topics_of[ws] = topic
         elif type(mine) is str:
@@ -131,12 +141,9 @@ class Topics:
 
     def unsubscribe(self, ws: WebSocketConnection, topic: str) -> bool:
         """Remove ``ws`` from ``topic``; False if it was not in it."""
-        check_topic(topic)
-        mine = self._topics_of.get(ws)
-        if mine is None or not (mine == topic if type(mine) is str else topic in mine):
+        mine = self._change(ws, topic, joining=False)
+        if mine is False:
             return False
-        if self.dirty:
-            self.flush()  # what was published while it was subscribed is still its
         if type(mine) is str:
             del self._topics_of[ws]
         else:
