@@ -47,6 +47,7 @@ class Hammer(WebSocketApp):
             threading.Thread(target=self.goodbye, args=(conn,)).start()
         elif data == "order":
             threading.Thread(target=self.in_order, args=(conn,)).start()
+
         else:
             conn.send(data)
 

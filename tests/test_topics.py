@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import os
 import socket
+import threading
 
 import pytest
 from test_ws_server import Raw, client, frame
@@ -364,3 +365,27 @@ def test_publishes_to_several_topics_in_one_read_keep_their_order(harness):
     assert [both.recv_frame()[2] for _ in range(5)] == [b"1", b"2", b"3", b"4", b"5"]
     assert [only_a.recv_frame()[2] for _ in range(4)] == [b"1", b"3", b"4", b"5"]
     assert publisher.recv_frame()[2] == b"5"
+
+
+def test_a_publish_from_another_thread_is_written_by_the_reactor_thread(harness):
+    """Another thread's publish is handed to the reactor thread: nothing is
+    written until the loop runs, then every subscriber gets it whole and in that
+    thread's order (its buffer copied at the call, whatever the caller does next)."""
+    h = harness()
+    alice, bob = h.open(), h.open()
+    for raw in (alice, bob):
+        assert h.ask(raw, "sub news") == "sub True"
+
+    def publisher() -> None:
+        for i in range(50):
+            news = bytearray(f"n{i}".encode())
+            h.handler.server.publish("news", news)
+            news[:] = b"overwritten"  # the caller reuses its buffer at once
+
+    thread = threading.Thread(target=publisher)
+    thread.start()
+    thread.join()
+    assert nothing_waiting(alice) and nothing_waiting(bob)  # not written from that thread
+    h.run()
+    for raw in (alice, bob):
+        assert [raw.recv_frame()[2] for _ in range(50)] == [f"n{i}".encode() for i in range(50)]
