@@ -135,9 +135,9 @@ def test_chromium_loads_the_page_and_echoes_over_websocket(server_factory, tmp_p
     server.wait_for_log(r'"GET / HTTP/1\.1" 101')  # ... and the socket upgraded on the same port
 
 
-def drive_echo_page(browser: Browser, url: str, text: str) -> str:
-    """Open the page, wait for the socket, submit `text`, return the echo line."""
-    deadline = time.monotonic() + DEADLINE
+@contextlib.contextmanager
+def open_page(browser: Browser, url: str, deadline: float):
+    """A new tab navigated to ``url``, driven over the DevTools protocol."""
     port = browser.devtools_port(deadline)
     version = json.loads(_http_get(f"http://127.0.0.1:{port}/json/version", deadline))
     ids = itertools.count(1)
@@ -154,6 +154,13 @@ def drive_echo_page(browser: Browser, url: str, text: str) -> str:
         page = Page(ws, attached["sessionId"])
         page.ids = ids
         page.call("Page.navigate", deadline, url=url)
+        yield page
+
+
+def drive_echo_page(browser: Browser, url: str, text: str) -> str:
+    """Open the page, wait for the socket, submit `text`, return the echo line."""
+    deadline = time.monotonic() + DEADLINE
+    with open_page(browser, url, deadline) as page:
         page.wait_for(
             "document.getElementById('status')?.textContent.startsWith('open')",
             deadline,
@@ -229,22 +236,7 @@ def test_chromium_echoes_with_permessage_deflate(server_factory, tmp_path, mode)
 def run_in_page(browser: Browser, url: str, script: str):
     """Load ``url`` in a new page and return the value ``script`` (a promise) resolves to."""
     deadline = time.monotonic() + DEADLINE
-    port = browser.devtools_port(deadline)
-    version = json.loads(_http_get(f"http://127.0.0.1:{port}/json/version", deadline))
-    ids = itertools.count(1)
-    with connect(version["webSocketDebuggerUrl"], max_size=None, open_timeout=10) as ws:
-        target = cdp_call(ws, "Target.createTarget", deadline, ids=ids, url="about:blank")
-        attached = cdp_call(
-            ws,
-            "Target.attachToTarget",
-            deadline,
-            ids=ids,
-            targetId=target["targetId"],
-            flatten=True,
-        )
-        page = Page(ws, attached["sessionId"])
-        page.ids = ids
-        page.call("Page.navigate", deadline, url=url)
+    with open_page(browser, url, deadline) as page:
         page.wait_for("document.readyState === 'complete'", deadline, "the page to load")
         reply = page.call(
             "Runtime.evaluate",
