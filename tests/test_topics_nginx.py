@@ -21,6 +21,7 @@ import time
 import pytest
 from test_browser import CHROMIUM, Browser, drive_echo_page
 from test_topics_redis import Redis, free_port, synchronized
+from test_topics_workers import APP
 from test_ws_server import client
 from testkit import ServerProcess
 
@@ -30,33 +31,6 @@ pytestmark = pytest.mark.skipif(
     NGINX is None or shutil.which("redis-server") is None, reason="needs nginx and redis-server"
 )
 PROXY_ADDRESS = "127.0.0.2"  # nginx's source address towards the servers
-
-APP = """
-import os
-
-from reactor.app import WebSocketApp
-
-
-class Rooms(WebSocketApp):
-    def on_open(self, conn, request):
-        if request.target != "/":
-            conn.subscribe(request.target)
-
-    def on_message(self, conn, data):
-        verb, _, rest = data.partition(" ")
-        if verb == "pub":
-            topic, _, message = rest.partition(" ")
-            self.server.publish(topic, message)
-        elif verb == "pid":
-            conn.send(str(os.getpid()))
-        elif verb == "addr":
-            conn.send(repr(conn.remote_address))
-        else:
-            conn.send(data)  # the echo page of html/ (the Chromium test)
-
-
-rooms = Rooms()
-"""
 
 NGINX_CONF = """
 worker_processes 1;

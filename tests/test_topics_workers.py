@@ -19,7 +19,7 @@ from testkit import ServerProcess, wait_until
 
 from reactor.brokers import local
 
-APP = """
+APP = """  # also the application behind nginx (tests/test_topics_nginx.py)
 import os
 
 from reactor.app import WebSocketApp
@@ -44,6 +44,10 @@ class Rooms(WebSocketApp):
             self.server.broadcast(rest, local=True)
         elif verb == "pid":
             conn.send(str(os.getpid()))
+        elif verb == "addr":
+            conn.send(repr(conn.remote_address))
+        else:
+            conn.send(data)  # the echo page of html/ (the Chromium test through nginx)
 
 
 rooms = Rooms()
