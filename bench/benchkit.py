@@ -14,14 +14,16 @@ import os
 import platform
 import re
 import resource
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from reactor.ws.handshake import accept_key  # the one definition of the RFC 6455 accept key
@@ -240,6 +242,31 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def redis_server(cpu: int | None = None) -> Iterator[tuple[int, subprocess.Popen]]:
+    """A redis-server of our own on a free loopback port, with no persistence and its
+    own data folder, pinned to ``cpu`` when given: (port, process); stopped at the end."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed (Debian package redis-server)")
+    port = free_port()
+    with tempfile.TemporaryDirectory() as folder:
+        argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+        argv += ["--appendonly", "no", "--dir", folder]
+        proc = subprocess.Popen(pinned(argv, cpu), stdout=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + START_TIMEOUT
+            while True:
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
+                    break
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("redis-server did not start")
+                time.sleep(0.02)
+            yield port, proc
+        finally:
+            stop_process(proc)
 
 
 def wait_accepting(host: str, port: int, proc: subprocess.Popen, name: str) -> None:

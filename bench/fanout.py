@@ -33,23 +33,21 @@ import base64
 import contextlib
 import json
 import os
-import re
 import resource
 import select
-import shutil
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from array import array
 from pathlib import Path
 
+import benchkit
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
-LISTENING = re.compile(r"listening on (\S+):(\d+)")
+LISTENING = benchkit.LISTENING
 SIZE = 64  # bytes per message
 HEADER = bytes((0x81, SIZE))  # the server's unmasked text frame header for 64 bytes
 FRAME = len(HEADER) + SIZE
@@ -71,12 +69,6 @@ class Failure(Exception):
 
 
 # ---- processes ------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Server:
@@ -110,56 +102,19 @@ class Server:
                     self.ready.set()
 
     def pids(self) -> list[int]:
-        pids = [self.proc.pid]
-        with contextlib.suppress(OSError):
-            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
-                pids += [int(p) for p in f.read().split()]
-        return pids
+        return benchkit.process_tree(self.proc.pid)  # the supervisor and its workers
 
     def cpu_seconds(self) -> float:
-        total = 0.0
-        for pid in self.pids():
-            with contextlib.suppress(OSError):
-                with open(f"/proc/{pid}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        return total
+        return sum(benchkit.process_cpu_seconds(pid) or 0.0 for pid in self.pids())
 
     def stop(self) -> None:
-        stop_pid(self.proc)
-
-
-def stop_pid(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        benchkit.stop_process(self.proc)
 
 
 @contextlib.contextmanager
 def redis_server(cpu: int):
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server is not installed")
-    port = free_port()
-    with tempfile.TemporaryDirectory() as folder:
-        argv = ["taskset", "-c", str(cpu), binary, "--port", str(port), "--bind", "127.0.0.1"]
-        argv += ["--save", "", "--appendonly", "no", "--dir", folder]
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 10
-            while True:
-                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
-                    break
-                if time.monotonic() > deadline:
-                    raise RuntimeError("redis-server did not start")
-                time.sleep(0.02)
-            yield f"redis://127.0.0.1:{port}", proc
-        finally:
-            stop_pid(proc)
+    with benchkit.redis_server(cpu) as (port, proc):
+        yield f"redis://127.0.0.1:{port}", proc
 
 
 # ---- the load generator -----------------------------------------------------------------------

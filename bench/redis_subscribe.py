@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import select
 import socket
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import benchkit  # noqa: E402
+
 from reactor.brokers.redis import command  # noqa: E402
 
 BATCH = 1000  # publishes per pipelined write
@@ -32,33 +31,10 @@ PAYLOAD = b"x" * 73  # what a 64 B message becomes: opcode + 8-byte origin + 64 
 TIMEOUT = 120.0  # s for one measurement at most
 
 
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @contextlib.contextmanager
 def redis_server():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    with tempfile.TemporaryDirectory() as folder:
-        argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-        proc = subprocess.Popen([*argv, "--appendonly", "no", "--dir", folder],
-                                stdout=subprocess.DEVNULL)  # fmt: skip
-        try:
-            deadline = time.monotonic() + 10
-            while True:
-                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
-                    break
-                if time.monotonic() > deadline:
-                    raise RuntimeError("redis-server did not start")
-                time.sleep(0.02)
-            yield port, proc.pid
-        finally:
-            proc.terminate()
-            proc.wait(10)
+    with benchkit.redis_server() as (port, proc):
+        yield port, proc.pid
 
 
 def measure(mode: str, workers: int, publishes: int) -> dict:
@@ -80,7 +56,7 @@ def measure(mode: str, workers: int, publishes: int) -> dict:
             for n in range(BATCH)
         )
         received, replies, pending, sent = [0] * workers, 0, b"", 0
-        cpu0, deadline = cpu_seconds(pid), time.monotonic() + TIMEOUT
+        cpu0, deadline = benchkit.process_cpu_seconds(pid), time.monotonic() + TIMEOUT
         while replies < publishes and time.monotonic() < deadline:
             if not pending and sent < publishes:
                 pending, sent = batch, sent + BATCH
@@ -100,7 +76,7 @@ def measure(mode: str, workers: int, publishes: int) -> dict:
             for sock in select.select(subscribers, [], [], 0.1)[0]:
                 with contextlib.suppress(BlockingIOError):
                     received[subscribers.index(sock)] += len(sock.recv(1 << 20))
-        redis_cpu = cpu_seconds(pid) - cpu0
+        redis_cpu = benchkit.process_cpu_seconds(pid) - cpu0
     return {
         "mode": mode,
         "workers": workers,
