@@ -16,11 +16,10 @@ other, in order.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 
 from reactor.app import WebSocketApp
-from reactor.server import serve
+from reactor.server import main
 
 try:
     import aiohttp
@@ -60,8 +59,4 @@ class AsyncDemo(WebSocketApp):
 app = AsyncDemo
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9501)
-    options = parser.parse_args()
-    raise SystemExit(serve(app, host=options.host, port=options.port, proto="auto"))
+    raise SystemExit(main(app, proto="auto"))  # every option of python -m reactor

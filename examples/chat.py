@@ -14,12 +14,11 @@ With --workers N each worker is its own room (connections are per process).
 
 from __future__ import annotations
 
-import argparse
 import itertools
 from urllib.parse import parse_qs, urlsplit
 
 from reactor.app import WebSocketApp
-from reactor.server import serve
+from reactor.server import main
 
 MAX_NAME = 24  # characters: keeps every line short
 MAX_LINE = 1000  # characters per chat line: longer ones are refused, not broadcast
@@ -64,8 +63,4 @@ def name_from(target: str) -> str | None:
 app = ChatRoom()
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9501)
-    options = parser.parse_args()
-    raise SystemExit(serve(app, host=options.host, port=options.port))
+    raise SystemExit(main(app))  # every option of python -m reactor

@@ -10,11 +10,10 @@ Then, e.g.: python -m websockets ws://127.0.0.1:9501/
 
 from __future__ import annotations
 
-import argparse
 import logging
 
 from reactor.app import WebSocketApp
-from reactor.server import serve
+from reactor.server import main
 
 log = logging.getLogger("examples.echo")
 
@@ -34,8 +33,4 @@ class EchoApp(WebSocketApp):
 app = EchoApp()
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9501)
-    options = parser.parse_args()
-    raise SystemExit(serve(app, host=options.host, port=options.port))
+    raise SystemExit(main(app))  # every option of python -m reactor

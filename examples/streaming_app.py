@@ -13,10 +13,8 @@ buffers more than about --max-send-buffer / 2 for it.
 
 from __future__ import annotations
 
-import argparse
-
 from reactor.app import WebSocketApp
-from reactor.server import serve
+from reactor.server import main
 
 CHUNK = 64 * 1024
 MAX_STREAM = 1 << 34  # bytes per request: 16 GiB
@@ -48,8 +46,4 @@ class Streamer(WebSocketApp):
 app = Streamer
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9501)
-    options = parser.parse_args()
-    raise SystemExit(serve(app, host=options.host, port=options.port))
+    raise SystemExit(main(app))  # every option of python -m reactor

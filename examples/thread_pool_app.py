@@ -14,7 +14,6 @@ reactor keeps serving every other connection while a query runs.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sqlite3
 import tempfile
@@ -22,7 +21,7 @@ import threading
 
 from reactor.app import WebSocketApp
 from reactor.concurrency import ThreadPoolFull
-from reactor.server import serve
+from reactor.server import main
 
 MAX_WORDS = 100  # per message: one job stays short
 
@@ -81,9 +80,4 @@ class WordCounts(WebSocketApp):
 app = WordCounts
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9501)
-    parser.add_argument("--threads", type=int, default=4)
-    options = parser.parse_args()
-    raise SystemExit(serve(app, host=options.host, port=options.port, threads=options.threads))
+    raise SystemExit(main(app, threads=4))  # every option of python -m reactor (--threads too)

@@ -148,10 +148,13 @@ def configure_logging(level: str) -> None:
     )
 
 
-def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str | None = None, **defaults: object) -> int:
     """Run the server; returns the exit status (0 stopped, 1 start-up failed;
-    usage errors exit with 2 from argparse before anything starts)."""
+    usage errors exit with 2 from argparse before anything starts). ``defaults``
+    replace the parser's (e.g. ``app=`` an application object, for
+    ``reactor.server.main``)."""
     parser = build_parser(prog)
+    parser.set_defaults(**defaults)
     options = parser.parse_args(argv)
     configure_logging(options.log_level)
     module = handlers.load(options.proto)

@@ -14,6 +14,10 @@ Every command-line option is a keyword argument (``--ping-interval 5`` is
 apart: the options are built by the CLI's own parser. ``app`` is what
 ``--app`` accepts (an instance, a class, a factory, or a "module:attr" string).
 
+A script that should take the command line itself ends with
+``raise SystemExit(main(app))``: ``python myapp.py --port 9000 --workers 2``
+then accepts every option of ``python -m reactor``.
+
 This module is a composition root like reactor/cli.py (tests/test_layout.py
 lists it among the modules that may import reactor.handlers).
 """
@@ -57,3 +61,11 @@ def serve(
     module = handlers.load(proto)
     namespace.fd_limit = cli.raise_fd_limit()
     return run_reactors(namespace, module)
+
+
+def main(app: Any, argv: list[str] | None = None, **defaults: Any) -> int:
+    """``python myapp.py [options]``: every option of ``python -m reactor``, for
+    ``app``; ``defaults`` change the command line's (e.g. ``proto="auto"``).
+    Listens on 127.0.0.1 and serves WebSocket unless told otherwise."""
+    defaults = {"host": "127.0.0.1", "proto": "ws", **defaults}
+    return cli.main(argv, prog=None, app=app, **defaults)
