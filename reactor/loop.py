@@ -817,9 +817,6 @@ class Reactor:
         thread. Calls from one thread run in the order they were made."""
         self._waker.post(callback, args)
 
-    def in_loop_thread(self) -> bool:
-        return threading.get_ident() == self.loop_thread
-
     def add_finisher(self, finisher: Callable[[float], Any]) -> None:
         """Have ``finish()`` call ``finisher(seconds_left)`` (e.g. a thread pool's join)."""
         self._finishers.append(finisher)

@@ -12,7 +12,7 @@ import time
 
 import pytest
 from test_ws_server import Raw, client
-from testkit import ServerProcess
+from testkit import ServerProcess, importable_module
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 APPS = """
@@ -90,10 +90,7 @@ class Mixed(WebSocketApp):
 
 @pytest.fixture(scope="module")
 def apps_path(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("apps")
-    (folder / "asyncapps.py").write_text(APPS)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PYTHONPATH", str(folder))
+    with importable_module(tmp_path_factory.mktemp("apps"), "asyncapps", APPS) as folder:
         yield folder
 
 

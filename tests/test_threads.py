@@ -17,7 +17,7 @@ import time
 
 import pytest
 from test_ws_server import Raw, client
-from testkit import ServerProcess, rss_bytes
+from testkit import ServerProcess, importable_module, rss_bytes
 
 from reactor.concurrency import ThreadPool, ThreadPoolFull
 from reactor.loop import Reactor
@@ -131,10 +131,7 @@ class Streamer(WebSocketApp):
 
 @pytest.fixture(scope="module")
 def apps_path(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("apps")
-    (folder / "threadapps.py").write_text(APPS)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PYTHONPATH", str(folder))
+    with importable_module(tmp_path_factory.mktemp("apps"), "threadapps", APPS) as folder:
         yield folder
 
 

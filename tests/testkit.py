@@ -233,3 +233,19 @@ def read_server_frame(take: Callable[[int], bytes]) -> tuple[bool, int, int, byt
     elif n == 127:
         (n,) = struct.unpack("!Q", take(8))
     return bool(b0 & 0x80), (b0 >> 4) & 0x7, b0 & 0x0F, take(n) if n else b""
+
+
+@contextlib.contextmanager
+def importable_module(folder: Path, name: str, source: str):
+    """``source`` written as module ``name`` in ``folder``, which server
+    subprocesses started meanwhile find on their PYTHONPATH (for ``--app``)."""
+    (folder / f"{name}.py").write_text(source)
+    previous = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(folder)
+    try:
+        yield folder
+    finally:
+        if previous is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = previous
