@@ -10,6 +10,7 @@ directory and stops it by PID.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -175,6 +176,10 @@ def test_redis_killed_and_restarted_service_continues_and_counts(redis, start):
         publisher.send("pub /t after")
         assert remote_sub.recv(timeout=10) == "after"  # nothing of the outage came late
         assert local_sub.recv(timeout=10) == "after"
+        publisher.send("stats")  # the same counters, as the application sees them
+        stats = json.loads(publisher.recv(timeout=10))
+        assert stats["dropped"] == 5 and stats["reconnects"] >= 1, stats  # attempts
+        assert stats["published"] >= 1 and stats["received"] >= 1, stats
     assert one.log_text().count("serving local traffic") == 1  # logged once per outage
 
 

@@ -7,6 +7,7 @@ and a worker killed and restarted by the supervisor re-joins.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import re
@@ -20,6 +21,7 @@ from testkit import ServerProcess, wait_until
 from reactor.brokers import local
 
 APP = """  # also the application behind nginx (tests/test_topics_nginx.py)
+import json
 import os
 
 from reactor.app import WebSocketApp
@@ -46,6 +48,8 @@ class Rooms(WebSocketApp):
             conn.send(str(os.getpid()))
         elif verb == "addr":
             conn.send(repr(conn.remote_address))
+        elif verb == "stats":
+            conn.send(json.dumps(self.server.broker_stats, sort_keys=True))
         else:
             conn.send(data)  # the echo page of html/ (the Chromium test through nginx)
 
@@ -146,6 +150,11 @@ def test_publish_and_broadcast_reach_every_worker_once_in_order(start, workers):
             if pids[id(ws)] == pids[id(publishers[-1])] and ws is not publishers[-1]:
                 assert ws.recv(timeout=10) == "only-here"
             assert_nothing_more(ws, pids[id(ws)])
+        for publisher in publishers:  # the counters the application can read
+            publisher.send("stats")
+            stats = json.loads(publisher.recv(timeout=10))
+            assert stats["published"] >= MESSAGES and stats["dropped"] == 0, stats
+            assert stats["received"] >= MESSAGES * (workers - 1), stats
 
 
 def test_a_restarted_worker_rejoins(start):
