@@ -36,6 +36,9 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
+from .request import Accept, Headers, Request, Response  # noqa: F401 (the application API)
+from .router import RouteError, Router  # noqa: F401 (the application API)
+
 # RFC 6455 §7.4.1 codes an application typically sends, as the protocol defines them.
 from .ws.frames import (  # noqa: E402,F401 (re-exported for applications)
     CLOSE_GOING_AWAY,
@@ -237,41 +240,63 @@ def _current_folder_first() -> None:
 
 def check_app(target: Any) -> None:
     """Raise AppError unless ``target`` can be an application: an instance
-    with ``on_message``, such a class, or a factory (whose result make_app
-    checks). Run before any worker starts, so a mistake is a usage error."""
+    with ``on_message`` or ``on_request``, such a class, a factory (whose
+    result make_app checks), or a ``Router`` of those. Run before any worker
+    starts, so a mistake is a usage error."""
     if target is None:
         return
-    if not isinstance(target, type) and not hasattr(target, "on_message"):
+    if isinstance(target, Router):
+        for app in target.apps():
+            check_app(app)
+        return
+    if not isinstance(target, type) and not _is_app(target):
         if not callable(target):
             raise AppError(
                 f"{target!r} is not an application: expected a WebSocketApp instance, "
-                "a subclass, or a factory returning one"
+                "a subclass, a factory returning one, or a Router"
             )
         return  # a factory: what it returns is checked when a worker calls it
-    if not callable(getattr(target, "on_message", None)):
-        raise AppError(f"{target!r} has no on_message(conn, data)")
+    if not callable(getattr(target, "on_message", None)) and not callable(
+        getattr(target, "on_request", None)
+    ):
+        raise AppError(f"{target!r} has neither on_message(conn, data) nor on_request(request)")
     if inspect.iscoroutinefunction(getattr(target, "on_start", None)):
         raise AppError(
             "on_start is a coroutine function (async def): it runs once on the reactor's "
             "thread before the worker accepts; define it with def (on_upgrade, on_open, "
-            "on_message, on_close and on_drain may be async)"
+            "on_message, on_close, on_drain and on_request may be async)"
         )
+
+
+def _is_app(target: Any) -> bool:
+    return hasattr(target, "on_message") or hasattr(target, "on_request")
 
 
 def make_app(target: Any) -> Any:
     """An application instance from what ``--app`` (or ``serve(app=...)``)
-    named: None (the echo app), an instance, a class, or a factory."""
+    named: None (the echo app), an instance, a class, or a factory; for a
+    Router, a Router of this worker's instances."""
     if target is None:
         return WebSocketApp()
     if isinstance(target, str):
         target = load_app(target)
     check_app(target)
-    if isinstance(target, type) or not hasattr(target, "on_message"):
+    if isinstance(target, Router):
+        return target.map(make_app)
+    if isinstance(target, type) or not _is_app(target):
         target = target()  # a class or a factory: one instance per worker
-        if isinstance(target, type) or not hasattr(target, "on_message"):
+        if isinstance(target, type) or not _is_app(target):
             raise AppError(f"the --app factory returned {target!r}, not an application")
         check_app(target)
     return target
+
+
+def defines(app: Any, name: str) -> bool:
+    """Whether ``app`` has its own ``name`` callback (not WebSocketApp's default)."""
+    callback = getattr(app, name, None)
+    if callback is None:
+        return False
+    return getattr(callback, "__func__", callback) is not getattr(WebSocketApp, name, None)
 
 
 def callbacks(app: Any) -> Iterator[Callable[..., Any]]:

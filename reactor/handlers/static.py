@@ -53,9 +53,9 @@ from ..http.request import HttpError, Request, RequestParser
 from ..http.static import Redirect, error_response, open_target, plan
 from ..loop import Connection, Reactor
 from . import warn_if_head_scanner_missing
+from .access import AccessLog, access_log, request_line
 
 log = logging.getLogger("reactor.http")
-access_log = logging.getLogger("reactor.access")
 
 # upgrade(conn, request, buf, pos): buf[pos:] are the bytes that followed the head (all of
 # them belong to the connection); the callee takes the connection over (conn.handler,
@@ -190,8 +190,7 @@ class HttpHandler(Handler):
         timeouts = [t for t in (header_timeout, keepalive_timeout) if t > 0]
         if timeouts:
             reactor.call_every(min(1.0, min(timeouts) / 4), self._sweep)
-        self._log_second = -1
-        self._log_stamp = ""
+        self.access = AccessLog()
 
     # ---- reactor callbacks ------------------------------------------------
 
@@ -405,7 +404,7 @@ class HttpHandler(Handler):
         ctx.file_fd, ctx.offset, ctx.remaining = fd, response.offset, response.length
         ctx.keep_alive, ctx.status, ctx.body_length = keep_alive, response.status, response.length
         if self.log_access:
-            ctx.log_line = _request_line(request)
+            ctx.log_line = request_line(request)
         return self._send_body(conn, ctx)
 
     def _send_small(
@@ -499,7 +498,7 @@ class HttpHandler(Handler):
             conn.resume_reading()
         status = self.upgrade(conn, request, buf, head_end)
         if self.log_access:  # the callee may return the status it answered (else 101)
-            self._write_log(ctx, _request_line(request), status or 101, -1)
+            self._write_log(ctx, request_line(request), status or 101, -1)
 
     def _forget(self, conn: Connection) -> None:
         self.heads.pop(conn, None)
@@ -532,20 +531,10 @@ class HttpHandler(Handler):
 
     def _log(self, ctx: HttpState, request: Request, status: int, size: int) -> None:
         if self.log_access:
-            self._write_log(ctx, _request_line(request), status, size)
+            self._write_log(ctx, request_line(request), status, size)
 
     def _write_log(self, ctx: HttpState, line: str, status: int, size: int) -> None:
-        size_text = str(size) if size > 0 else "-"  # CLF: "-" when no body bytes
-        access_log.info(
-            '%s - - [%s] "%s" %d %s', ctx.peer or "-", self._stamp(), line, status, size_text
-        )
-
-    def _stamp(self) -> str:
-        second = int(time.time())
-        if second != self._log_second:
-            self._log_second = second
-            self._log_stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(second))
-        return self._log_stamp
+        self.access.write(ctx.peer, line, status, size)
 
 
 def _expired(since_by_conn: dict[Connection, float], limit: float) -> list[Connection]:
@@ -555,12 +544,6 @@ def _expired(since_by_conn: dict[Connection, float], limit: float) -> list[Conne
             break  # insertion order is time order: the rest are younger
         expired.append(conn)
     return expired
-
-
-def _request_line(request: Request) -> str:
-    major, minor = request.http_version
-    target = request.target.replace('"', "%22")  # keep the quoted CLF field parseable
-    return f"{request.method} {target} HTTP/{major}.{minor}"
 
 
 def _reason(exc: HttpError) -> str:
