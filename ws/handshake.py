@@ -14,8 +14,8 @@ Answers: 400 for a malformed upgrade request, 426 (with
 Origin allow-list is configured and the Origin is not in it. An application
 hook may still refuse an accepted request: ``reject(401, "...")`` builds that
 response, and ``amend(accept, extra_headers, subprotocol, offered)`` adds headers
-(cookies...) to the 101 and may choose another offered subprotocol. The one extension, permessage-deflate (ws/deflate.py), is
-negotiated when ``validate`` is given a ``Compression`` that is not off: the
+(cookies...) to the 101 and may choose another offered subprotocol. The one
+extension, permessage-deflate (ws/deflate.py), is negotiated when ``validate`` is given a ``Compression`` that is not off: the
 ``Accept`` then carries the connection's codec; otherwise the offer is ignored
 and frames with RSV bits set remain protocol errors.
 
