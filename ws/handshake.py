@@ -15,9 +15,9 @@ Origin allow-list is configured and the Origin is not in it. An application
 hook may still refuse an accepted request: ``reject(401, "...")`` builds that
 response, and ``amend(accept, extra_headers, subprotocol, offered)`` adds headers
 (cookies...) to the 101 and may choose another offered subprotocol. The one
-extension, permessage-deflate (ws/deflate.py), is negotiated when ``validate`` is given a ``Compression`` that is not off: the
-``Accept`` then carries the connection's codec; otherwise the offer is ignored
-and frames with RSV bits set remain protocol errors.
+extension, permessage-deflate (ws/deflate.py), is negotiated when ``validate``
+is given a ``Compression`` that is not off: the ``Accept`` then carries the
+connection's codec; otherwise the offer is ignored and frames with RSV bits set remain protocol errors.
 
 ``accept_usual(method, http_version, head, length, ...)`` is the common case
 in one C call (``ws/csrc/upgrade.c``): it reads the fields from the request
