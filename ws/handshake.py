@@ -17,7 +17,8 @@ response, and ``amend(accept, extra_headers, subprotocol, offered)`` adds header
 (cookies...) to the 101 and may choose another offered subprotocol. The one
 extension, permessage-deflate (ws/deflate.py), is negotiated when ``validate``
 is given a ``Compression`` that is not off: the ``Accept`` then carries the
-connection's codec; otherwise the offer is ignored and frames with RSV bits set remain protocol errors.
+connection's codec; otherwise the offer is ignored and frames with RSV bits
+set remain protocol errors.
 
 ``accept_usual(method, http_version, head, length, ...)`` is the common case
 in one C call (``ws/csrc/upgrade.c``): it reads the fields from the request
