@@ -549,6 +549,12 @@ class WebSocketHandler(UpgradeHandling, Handler):
             self.connection_class = _Routed
             self.server = WebSocketServer(self, self.connection_kinds)
 
+    def shared_async_callbacks(self) -> AsyncCallbacks:
+        """The companion asyncio thread, for coroutine on_request too (one per worker)."""
+        if self.async_callbacks is None:
+            self.async_callbacks = AsyncCallbacks(self.reactor)
+        return self.async_callbacks
+
     def _bind(self, app: Any) -> type[WebSocketConnection]:
         chosen = dict(zip(COROUTINE_CALLBACKS, callbacks(app), strict=True))
         coroutines = coroutine_callbacks(app)
