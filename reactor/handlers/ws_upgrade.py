@@ -127,8 +127,8 @@ class UpgradeHandling:
                 conn.ctx = Handshaking(parser, bytearray(data), self.reactor.now)
             return
         if not request.wants_upgrade:
+            self._log_upgrade(conn, request, 426)  # first: the answer may close it at once
             self._upgrade_required(conn, request)
-            self._log_upgrade(conn, request, 426)
             return
         if buf is self.reactor.recv_buffer:
             head = self._window.ptr  # no copy: the C call reads the receive buffer itself
@@ -143,9 +143,7 @@ class UpgradeHandling:
             origins=self.origins,
             extensions=self.compression.enabled,
         )  # the usual upgrade in one C call; None: validate() decides
-        status = self._upgrade(conn, request, buf, head_end, end, answer)
-        if status is not None:  # None: a coroutine on_upgrade decides (it logs then)
-            self._log_upgrade(conn, request, status)
+        self._upgrade(conn, request, buf, head_end, end, answer)
 
     def accept_upgrade(self, conn: Connection, request: Request, buf: Any, pos: int) -> int:
         """Take over a connection whose upgrade head another handler parsed
@@ -190,6 +188,7 @@ class UpgradeHandling:
             if isinstance(answer, handshake.Accept):
                 self._open(conn, kind, app_request, request, answer, buf, start, end)
                 return 101
+        self._log_upgrade(conn, request, answer.status)  # first: the answer may close it
         conn.write(_refusal_response(answer, request))
         conn.close_after_flush(linger=True)  # unread input must not turn it into a reset
         return answer.status
@@ -255,14 +254,15 @@ class UpgradeHandling:
                 self._open(conn, kind, app_request, request, outcome, rest, 0, len(rest))
             else:
                 conn.ctx = ANSWERED
+                self._log_upgrade(conn, request, outcome.status)
                 conn.write(_refusal_response(outcome, request))
                 conn.close_after_flush(linger=True)
-            status = 101 if isinstance(outcome, handshake.Accept) else outcome.status
-            self._log_upgrade(conn, request, status)
 
         self.async_callbacks.run_upgrade(kind._app_upgrade, app_request, decided)
 
     def _open(self, conn, kind, app_request, request, answer, buf: Any, start: int, end: int):
+        if self.access is not None:
+            self._log_upgrade(conn, request, 101)
         ws = kind(conn, answer.subprotocol, self.max_message_size, answer.extension)
         ws.accept()
         conn.ctx = ws
@@ -316,11 +316,15 @@ class UpgradeHandling:
         """--proto ws: one access line per handshake outcome, as --proto auto's
         HTTP handler writes (there, ``access`` is None: that handler logs)."""
         if self.access is not None:
-            try:
-                host = conn.peer()[0]
-            except (OSError, TypeError, IndexError):
-                host = "-"
-            self.access.write(host, request_line(request), status)
+            self.access.write(self._peer_host(conn), request_line(request), status)
+
+    @staticmethod
+    def _peer_host(conn: Connection) -> str | None:
+        try:
+            peer = conn.peer()
+        except OSError:
+            return None
+        return peer[0] if isinstance(peer, tuple) and peer else None
 
     def _refuse_http(self, conn: Connection, exc: HttpError) -> None:
         if self.access is not None:
