@@ -1,0 +1,82 @@
+"""The routing examples (examples/rooms.py, api_app.py, cookie_auth.py), each
+started as a user would (``--proto auto --app examples.x:app``) and driven
+with real clients."""
+
+from __future__ import annotations
+
+import http.client
+import json
+
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+
+def request(server, method: str, path: str, body=None, headers=None):
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.request(method, path, body=body, headers=headers or {})
+    response = conn.getresponse()
+    return response, response.read()
+
+
+def test_rooms_by_path(server_factory):
+    server = server_factory("--proto", "auto", "--app", "examples.rooms:app")
+    url = f"ws://127.0.0.1:{server.port}/rooms"
+    with connect(f"{url}/tea") as ann, connect(f"{url}/tea") as bob, connect(f"{url}/coffee") as cy:
+        assert ann.recv(timeout=10) == "* someone joined tea"
+        assert ann.recv(timeout=10) == "* someone joined tea"  # bob's
+        assert bob.recv(timeout=10) == "* someone joined tea"
+        assert cy.recv(timeout=10) == "* someone joined coffee"
+        ann.send("hi")
+        assert bob.recv(timeout=10) == "tea: hi" and ann.recv(timeout=10) == "tea: hi"
+        with pytest.raises(TimeoutError):
+            cy.recv(timeout=0.3)  # another room
+        response, body = request(server, "GET", "/rooms")
+        assert response.status == 200 and json.loads(body) == ["coffee", "tea"]
+    with pytest.raises(InvalidStatus) as refused:
+        connect(f"{url}/{'x' * 40}")
+    assert refused.value.response.status_code == 400
+
+
+def test_json_api_websocket_feed_and_health_on_one_port(server_factory):
+    server = server_factory("--proto", "auto", "--app", "examples.api_app:app")
+    with connect(f"ws://127.0.0.1:{server.port}/feed") as feed:
+        response, body = request(server, "GET", "/health")
+        assert json.loads(body) == {"status": "ok", "feed": 1}
+        response, body = request(server, "POST", "/api/items", body=b'{"name": "tea"}')
+        assert response.status == 201 and response.getheader("Location") == "/api/items/1"
+        assert json.loads(feed.recv(timeout=10)) == {"added": {"id": 1, "name": "tea"}}
+        assert json.loads(request(server, "GET", "/api/items")[1]) == [{"id": 1, "name": "tea"}]
+        assert request(server, "GET", "/api/items/1")[0].status == 200
+        assert request(server, "DELETE", "/api/items/1")[0].status == 204
+        assert json.loads(feed.recv(timeout=10)) == {"removed": 1}
+        assert request(server, "GET", "/api/items/1")[0].status == 404
+        assert request(server, "POST", "/api/items", body=b"not json")[0].status == 400
+        assert request(server, "PATCH", "/api/items")[0].status == 405
+    response, body = request(server, "GET", "/")  # the static files still answer
+    assert response.status == 200 and b"<" in body
+
+
+def test_cookie_authenticated_upgrade(server_factory):
+    server = server_factory("--proto", "auto", "--app", "examples.cookie_auth:app")
+    url = f"ws://127.0.0.1:{server.port}/ws"
+    with pytest.raises(InvalidStatus) as refused:
+        connect(url)
+    assert refused.value.response.status_code == 401
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    response, _ = request(server, "POST", "/login", body=b"user=ann&password=wrong", headers=form)
+    assert response.status == 403
+    response, _ = request(server, "POST", "/login", body=b'{"user": "ann", "password": "secret"}',
+                          headers={"Content-Type": "application/json"})  # fmt: skip
+    assert response.status == 204
+    set_cookie = response.getheader("Set-Cookie")
+    assert "HttpOnly" in set_cookie and set_cookie.startswith("session=")
+    token = set_cookie.split(";")[0]
+    with connect(url, additional_headers={"Cookie": token}) as ws:
+        assert ws.response.headers["Set-Cookie"].split(";")[0] == token  # refreshed by Accept
+        assert ws.recv(timeout=10) == "hello ann"
+        ws.send("hi")
+        assert ws.recv(timeout=10) == "ann: hi"
+    assert request(server, "POST", "/logout", headers={"Cookie": token})[0].status == 204
+    with pytest.raises(InvalidStatus):
+        connect(url, additional_headers={"Cookie": token})
