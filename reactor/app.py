@@ -175,12 +175,18 @@ class WebSocketApp:
         """The worker is about to accept connections (once per worker): start
         timers here with ``server.call_every``."""
 
-    def on_upgrade(self, request: Any) -> tuple[int, str] | tuple[int, str, Any] | None:
-        """A valid upgrade request arrived (``request.get(name)``,
-        ``request.target``, ``request.headers``). Return None to accept, or
-        ``(status, reason)`` / ``(status, reason, headers)`` to refuse with a
-        4xx/5xx (e.g. ``(401, "login first")``, ``(403, "banned")``). Anything
-        else is logged as a mistake and answered 500."""
+    def on_upgrade(self, request: Any) -> Any:
+        """A valid upgrade request arrived (a ``reactor.app.Request``: ``path``,
+        ``query``, ``headers``, ``cookies``, ``subprotocols``, ``path_params``...).
+        Return None to accept; ``Accept(headers=[...], subprotocol=...)`` to
+        accept with headers added to the 101 and a subprotocol chosen from
+        ``request.subprotocols``; or ``(status, reason)`` / ``(status, reason,
+        headers)`` to refuse with a 4xx/5xx (e.g. ``(401, "login first")``).
+        Anything else is logged as a mistake and answered 500.
+
+        An application may also define ``on_request(request)`` (not defined
+        here: without it the HTTP handler serves static files only), returning
+        a ``Response`` or None; see docs/http-endpoints.md."""
         return None
 
     def on_open(self, conn: Connection, request: Any) -> None:
