@@ -84,9 +84,31 @@ class Health:
         return Response.json({"ok": True, "connections": len(room.server.connections)})
 
 
+class AsyncEcho(WebSocketApp):
+    async def on_message(self, conn, data):
+        await asyncio.sleep(0)
+        conn.send(f"async {data} {len(self.server.connections)}")
+
+
+class Pooled(WebSocketApp):
+    def on_message(self, conn, data):
+        if data.startswith("broadcast "):
+            self.server.broadcast(data)
+            return
+        future = self.server.run_in_thread(str.upper, data)
+        future.add_done_callback(lambda done: conn.send(done.result()))
+
+
 room = Room()
 app = Router(
-    {"/api/{what}": Api(), "/slow/{n}": Slow(), "/rooms/{name}": room, "/health": Health()}
+    {
+        "/api/{what}": Api(),
+        "/slow/{n}": Slow(),
+        "/rooms/{name}": room,
+        "/health": Health(),
+        "/async": AsyncEcho,
+        "/pool": Pooled,
+    }
 )
 
 
@@ -113,7 +135,8 @@ def app_dir(tmp_path):
 def server(server_factory, app_dir):
     return server_factory(
         "--proto", "auto", "--root", str(app_dir / "root"), "--app", "endpoints_app:app",
-        "--max-body-size", "300000", "--header-timeout", "2", cwd=app_dir,
+        "--max-body-size", "300000", "--header-timeout", "2",
+        "--forwarded-allow-ips", "127.0.0.1", cwd=app_dir,
     )  # fmt: skip
 
 
@@ -140,6 +163,12 @@ def test_a_request_object_in_full(server):
         "remote": "127.0.0.1",
         "type": None,
     }
+
+
+def test_remote_address_behind_a_trusted_proxy(server):
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    forwarded = {"X-Forwarded-For": "198.51.100.7, 203.0.113.9"}
+    assert get_json(conn, "GET", "/api/echo", headers=forwarded)["remote"] == "203.0.113.9"
 
 
 def test_every_method_reaches_on_request_on_one_keep_alive_connection(server):
@@ -380,6 +409,22 @@ def test_rooms_by_path_publish_to_their_own_room_only(server):
             red2.recv(timeout=0.3)  # nothing of the blue room
         health = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
         assert get_json(health, "GET", "/health") == {"ok": True, "connections": 3}
+
+
+def test_routed_apps_keep_async_callbacks_threads_and_broadcast(server):
+    base = f"ws://127.0.0.1:{server.port}"
+    with (
+        connect(f"{base}/async") as coroutine,
+        connect(f"{base}/pool") as pooled,
+        connect(f"{base}/rooms/r", additional_headers={"Cookie": "sid=ok"}) as member,
+    ):
+        coroutine.send("hi")
+        assert coroutine.recv(timeout=10) == "async hi 1"  # its own app's connections only
+        pooled.send("shout")
+        assert pooled.recv(timeout=10) == "SHOUT"
+        pooled.send("broadcast all")  # every WebSocket connection of the server
+        for ws in (coroutine, pooled, member):
+            assert ws.recv(timeout=10) == "broadcast all"
 
 
 def test_accept_adds_headers_and_chooses_an_offered_subprotocol(server):

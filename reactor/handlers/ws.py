@@ -332,6 +332,8 @@ class WebSocketConnection(ServerProtocol):
     def on_close(self, code: int, reason: str) -> None:
         handler = self.handler
         handler.open_count -= 1
+        if handler.router is not None:
+            type(self).open_count -= 1  # this routed app's count
         handler._draining.discard(self)
         try:
             self._app_close(self, code, reason)  # conn.topics still answers here
@@ -460,7 +462,7 @@ class LiveConnections:
     def __len__(self) -> int:
         if self._kinds == self._handler.connection_kinds:
             return self._handler.open_count
-        return sum(1 for _ in self)
+        return sum(kind.open_count for kind in self._kinds)
 
     def __iter__(self):
         kinds = self._kinds
@@ -572,6 +574,7 @@ class WebSocketHandler(UpgradeHandling, Handler):
                 "_app_open": chosen["on_open"],
                 "_app_drain": chosen["on_drain"],
                 "_async_upgrade": "on_upgrade" in coroutines,
+                "open_count": 0,  # behind a Router: this app's open connections
                 "speaks_websocket": callable(getattr(app, "on_message", None)),
                 # Without its own on_upgrade or on_open the app never sees the
                 # request: the handshake builds none.

@@ -269,6 +269,8 @@ class UpgradeHandling:
         if self.forwarded_allow_ips:
             self._remember_client(conn, ws, request)
         self.open_count += 1
+        if self.router is not None:
+            kind.open_count += 1
         self.cork.parts.append(answer.response)  # the 101 leaves with on_open's and the frames'
         self.cork.owner = ws
         if app_request is not None:
