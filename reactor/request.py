@@ -15,7 +15,7 @@ sits beside the core and applications can build a Request in their tests.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -251,5 +251,3 @@ class Accept:
     def __repr__(self) -> str:
         return f"Accept(headers={list(self.headers)!r}, subprotocol={self.subprotocol!r})"
 
-
-RemoteAddress = Callable[[], Any]

@@ -4,8 +4,8 @@
 
 The rule, checked in this order:
 1. exact routes: the request's percent-decoded path equals the key
-   (``/chat`` matches neither ``/chat/`` nor ``/chat?x`` differs: the query
-   is not part of the path);
+   (``/chat`` matches ``/chat?x=1``, the query being no part of the path,
+   but neither ``/chat/`` nor ``/chat/x``);
 2. patterns, in the order given: a key holding ``{name}`` segments matches a
    path with the same number of segments whose literal segments are equal
    and whose captured segments are not empty; each captured value is
