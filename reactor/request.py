@@ -110,7 +110,7 @@ class Request:
         self._fields = headers  # lowercased pairs from the parser (or the caller's)
         self._remote = remote_address  # the address, or a callable computing it once
         self._headers: Headers | None = None
-        self._split: Any = None
+        self._split: tuple[str, str] | None = None
         self._path: str | None = None
         self._query: dict[str, list[str]] | None = None
         self._cookies: dict[str, str] | None = None
@@ -127,15 +127,23 @@ class Request:
     def get(self, name: str, default: str | None = None) -> str | None:
         return self.headers.get(name, default)
 
-    def _parts(self) -> Any:
+    def _parts(self) -> tuple[str, str]:
+        """(raw path, raw query) of the target: origin-form split at "?" (a
+        path may start with "//"), absolute-form by urlsplit; no fragment."""
         if self._split is None:
-            self._split = urlsplit(self.target)  # origin-form or absolute-form alike
+            target = self.target.partition("#")[0]
+            if target.startswith("/"):
+                path, _, query = target.partition("?")
+            else:
+                parts = urlsplit(target)
+                path, query = parts.path, parts.query
+            self._split = (path or "/", query)
         return self._split
 
     @property
     def raw_path(self) -> str:
         """The path as sent (still percent-encoded), without the query."""
-        return self._parts().path or "/"
+        return self._parts()[0]
 
     @property
     def path(self) -> str:
@@ -146,7 +154,7 @@ class Request:
     @property
     def query(self) -> dict[str, list[str]]:
         if self._query is None:
-            self._query = parse_qs(self._parts().query, keep_blank_values=True)
+            self._query = parse_qs(self._parts()[1], keep_blank_values=True)
         return self._query
 
     @property
@@ -250,4 +258,3 @@ class Accept:
 
     def __repr__(self) -> str:
         return f"Accept(headers={list(self.headers)!r}, subprotocol={self.subprotocol!r})"
-

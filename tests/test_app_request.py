@@ -41,6 +41,8 @@ def test_request_path_is_percent_decoded_and_query_multi_valued():
     assert request.query == {"x": ["1", "2"], "empty": [""], "sp": ["a b"], "enc": ["&"]}
     assert Request("GET", "http://example.com/p?q=1").path == "/p"  # absolute-form
     assert Request("OPTIONS", "*").path == "*"
+    assert Request("GET", "//double?q=1").path == "//double"  # a path, not a network location
+    assert Request("GET", "/frag#x").path == "/frag"
 
 
 def test_request_cookies_first_value_wins_and_quotes_are_removed():

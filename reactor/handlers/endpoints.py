@@ -19,6 +19,7 @@ import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote
 
 from ..app import Response, Router
 from ..http.request import Request as Head
@@ -64,7 +65,19 @@ class Endpoints:
             self._async = self._make_async()  # started before the first request needs it
 
     def find(self, head: Head, conn: Connection, body: bytes) -> tuple[Callable, Request] | None:
-        """(on_request, the application's request) for this head, or None."""
+        """(on_request, the application's request) for this head, or None. A
+        path no route takes builds no Request (static files behind a Router)."""
+        app, params = self.app, {}
+        if isinstance(app, Router):
+            raw_path = _raw_path(head.target)
+            path = unquote(raw_path, errors="replace") if "%" in raw_path else raw_path
+            found = app.match(path, raw_path)
+            if found is None:
+                return None
+            app, params = found
+        on_request = getattr(app, "on_request", None)
+        if on_request is None:
+            return None
         request = Request(
             head.method,
             head.target,
@@ -73,14 +86,8 @@ class Endpoints:
             body=body,
             remote_address=lambda: self.client_address(conn, head),
         )
-        app = self.app
-        if isinstance(app, Router):
-            found = app.match(request.path, request.raw_path)
-            if found is None:
-                return None
-            app, request.path_params = found
-        on_request = getattr(app, "on_request", None)
-        return None if on_request is None else (on_request, request)
+        request.path_params = params
+        return on_request, request
 
     def client_address(self, conn: Connection, head: Head) -> Any:
         try:
@@ -149,6 +156,13 @@ class Endpoints:
 
 
 _FAILED = object()  # what a failed on_request "returned": already logged
+
+
+def _raw_path(target: str) -> str:
+    """The path of a request target as Request.raw_path reads it."""
+    if target.startswith("/") and "#" not in target:
+        return target.split("?", 1)[0] or "/"  # origin-form, the usual case
+    return Request("GET", target).raw_path
 
 
 def _failed(request: Request, exc: BaseException) -> Any:
