@@ -8,6 +8,8 @@ import http.client
 import json
 
 import pytest
+from test_ws_app import Embedded
+from testkit import REPO
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -80,3 +82,43 @@ def test_cookie_authenticated_upgrade(server_factory):
     assert request(server, "POST", "/logout", headers={"Cookie": token})[0].status == 204
     with pytest.raises(InvalidStatus):
         connect(url, additional_headers={"Cookie": token})
+
+
+def test_a_router_runs_from_a_script_with_main(tmp_path):
+    """``python examples/api_app.py``: reactor.server.main(router) takes the command line."""
+    code = (
+        "import runpy, sys\n"
+        "sys.argv = ['api_app.py', '--port', '0']\n"
+        f"runpy.run_path({str(REPO / 'examples' / 'api_app.py')!r}, run_name='__main__')\n"
+    )
+    embedded = Embedded(code, cwd=tmp_path)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", embedded.port, timeout=10)
+        conn.request("GET", "/health")
+        assert json.loads(conn.getresponse().read()) == {"status": "ok", "feed": 0}
+    finally:
+        assert embedded.stop() == 0
+
+
+def test_a_router_is_served_by_serve(tmp_path):
+    """reactor.server.serve(Router(...)) with a class per route (one instance per worker)."""
+    code = (
+        "from reactor.app import Response, Router, WebSocketApp\n"
+        "from reactor.server import serve\n"
+        "class Hello:\n"
+        "    def on_request(self, request):\n"
+        "        return Response('hello ' + request.path_params['who'])\n"
+        "class Echo(WebSocketApp):\n"
+        "    pass\n"
+        "serve(Router({'/hello/{who}': Hello, '/echo': Echo}), port=0, proto='auto')\n"
+    )
+    embedded = Embedded(code, cwd=tmp_path)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", embedded.port, timeout=10)
+        conn.request("GET", "/hello/ann")
+        assert conn.getresponse().read() == b"hello ann"
+        with connect(f"ws://127.0.0.1:{embedded.port}/echo") as ws:
+            ws.send("x")
+            assert ws.recv(timeout=10) == "x"
+    finally:
+        assert embedded.stop() == 0

@@ -117,6 +117,14 @@ class Plain(WebSocketApp):
         if request.path == "/hello":
             return Response("hello " + request.method)
         return None
+
+
+class PlainAsync:
+    async def on_request(self, request):
+        await asyncio.sleep(0)
+        if request.path == "/hello":
+            return Response("async hello " + request.method)
+        return None
 """
 
 INDEX = b"<h1>static</h1>"
@@ -474,14 +482,15 @@ def test_aiohttp_client(server):
     assert posted["query"] == {"x": ["1"]} and health["ok"] is True
 
 
-def test_proto_http_serves_an_apps_endpoints(server_factory, app_dir):
+@pytest.mark.parametrize(("app", "prefix"), [("Plain", b""), ("PlainAsync", b"async ")])
+def test_proto_http_serves_an_apps_endpoints(server_factory, app_dir, app, prefix):
     server = server_factory(
-        "--proto", "http", "--root", str(app_dir / "root"), "--app", "endpoints_app:Plain",
+        "--proto", "http", "--root", str(app_dir / "root"), "--app", f"endpoints_app:{app}",
         cwd=app_dir,
     )  # fmt: skip
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     conn.request("PATCH", "/hello", body=b"x")
-    assert conn.getresponse().read() == b"hello PATCH"
+    assert conn.getresponse().read() == prefix + b"hello PATCH"
     conn.request("GET", "/")
     assert conn.getresponse().read() == INDEX
 
