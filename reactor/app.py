@@ -291,6 +291,8 @@ def make_app(target: Any) -> Any:
         return target.map(make_app)
     if isinstance(target, type) or not _is_app(target):
         target = target()  # a class or a factory: one instance per worker
+        if isinstance(target, Router):
+            return make_app(target)  # a factory may build the worker's Router
         if isinstance(target, type) or not _is_app(target):
             raise AppError(f"the --app factory returned {target!r}, not an application")
         check_app(target)

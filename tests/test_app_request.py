@@ -172,3 +172,8 @@ def test_make_app_instantiates_each_routed_class_once_per_worker():
 def test_an_http_only_app_is_an_application():
     check_app(HttpOnly())
     assert isinstance(make_app(HttpOnly), HttpOnly)
+
+
+def test_a_factory_may_return_a_router():
+    made = make_app(lambda: Router({"/a": Chat}))
+    assert isinstance(made, Router) and isinstance(made.match("/a")[0], Chat)
