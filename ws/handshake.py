@@ -271,15 +271,17 @@ def amend(
         if subprotocol not in rfc9110.list_members(offered):
             raise ValueError(f"subprotocol {subprotocol!r} was not offered by the client")
         chosen = subprotocol
-    kept = [
-        line
-        for line in accept.response.decode("latin-1").split("\r\n")[:-2]
-        if not line.lower().startswith("sec-websocket-protocol:")
-    ]
-    if chosen is not None:
-        kept.append(f"Sec-WebSocket-Protocol: {chosen}")
-    response = ("\r\n".join(kept) + "\r\n" + lines + "\r\n").encode("latin-1")
+    head = accept.response.decode("latin-1").split("\r\n")[:-2]
+    protocol = f"Sec-WebSocket-Protocol: {chosen}"
+    replaced = [protocol if _names_protocol(line) else line for line in head]
+    if chosen is not None and protocol not in replaced:
+        replaced.append(protocol)
+    response = ("\r\n".join(replaced) + "\r\n" + lines + "\r\n").encode("latin-1")
     return accept._replace(subprotocol=chosen, response=response)
+
+
+def _names_protocol(line: str) -> bool:
+    return line.lower().startswith("sec-websocket-protocol:")
 
 
 def reject(status: int, reason: str, extra_headers: Iterable[tuple[str, str]] = ()) -> Reject:
