@@ -52,7 +52,13 @@ def render(
 
 
 def _phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:  # a status the stdlib does not name
-        return ""
+    phrase = _PHRASES.get(status)
+    if phrase is None:
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:  # a status the stdlib does not name (the SP stays, RFC 9112 §4)
+            phrase = ""
+    return phrase
+
+
+_PHRASES = {status.value: status.phrase for status in HTTPStatus}  # enum lookups cost ~0.6 µs

@@ -231,8 +231,11 @@ class Response:
             raise ValueError(f"a Response status is an int from 200 to 599, not {status!r}")
         self.body = bytes(body)
         self.status = status
-        pairs = list(headers.items() if isinstance(headers, Mapping) else headers)
-        self.headers = [(str(name), str(value)) for name, value in pairs]
+        if headers:
+            pairs = headers.items() if isinstance(headers, Mapping) else headers
+            self.headers = [(str(name), str(value)) for name, value in pairs]
+        else:
+            self.headers = []
         self.content_type = content_type or "application/octet-stream"
 
     @classmethod
