@@ -471,6 +471,11 @@ def body_framing(request: Request) -> tuple[int | None, bool]:
     §6.3); raises HttpError for framing that cannot be trusted: both fields,
     chunked on HTTP/1.0, a repeated Content-Length (400), another transfer
     coding (501)."""
+    for name, _ in request.headers:
+        if name == "content-length" or name == "transfer-encoding":
+            break
+    else:  # the common case, answered without building lists
+        return None, False
     transfer_encoding = request.get_all("transfer-encoding")
     lengths = request.get_all("content-length")
     if transfer_encoding and (lengths or request.http_version < (1, 1)):
