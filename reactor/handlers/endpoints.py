@@ -90,16 +90,7 @@ class Endpoints:
         return on_request, request
 
     def client_address(self, conn: Connection, head: Head) -> Any:
-        try:
-            peer = conn.peer()
-        except OSError:
-            return None
-        if self.forwarded_allow_ips and isinstance(peer, tuple):
-            chain = head.get("x-forwarded-for")
-            client = forwarded_client(peer[0], chain, self.forwarded_allow_ips)
-            if client is not None:
-                return (client, 0)
-        return peer
+        return client_address(conn, head, self.forwarded_allow_ips)
 
     def call(self, on_request: Callable, request: Request) -> Any:
         """Run a synchronous on_request; an exception is logged and becomes 500."""
@@ -156,6 +147,20 @@ class Endpoints:
 
 
 _FAILED = object()  # what a failed on_request "returned": already logged
+
+
+def client_address(conn: Connection, head: Head, trusted: frozenset[str]) -> Any:
+    """``Request.remote_address``: (host, port) of the peer; behind a proxy in
+    ``trusted`` (--forwarded-allow-ips), (client IP, 0) from X-Forwarded-For."""
+    try:
+        peer = conn.peer()
+    except OSError:
+        return None
+    if trusted and isinstance(peer, tuple):
+        client = forwarded_client(peer[0], head.get("x-forwarded-for"), trusted)
+        if client is not None:
+            return (client, 0)
+    return peer
 
 
 def _raw_path(target: str) -> str:

@@ -23,6 +23,7 @@ from ..request import Request as AppRequest
 from ..request import forwarded_client
 from ..ws import handshake
 from .access import request_line
+from .endpoints import client_address
 
 if TYPE_CHECKING:
     from .ws import WebSocketConnection
@@ -211,24 +212,10 @@ class UpgradeHandling:
             request.target,
             request.http_version,
             request.headers,
-            remote_address=lambda: self.client_address(conn, request),
+            remote_address=lambda: client_address(conn, request, self.forwarded_allow_ips),
         )
         app_request.path_params = params
         return app_request
-
-    def client_address(self, conn: Connection, request: Request) -> Any:
-        """(host, port) of the peer; behind a trusted proxy (client IP, 0)."""
-        try:
-            peer = conn.peer()
-        except OSError:
-            return None
-        if self.forwarded_allow_ips and isinstance(peer, tuple):
-            client = forwarded_client(
-                peer[0], request.get("x-forwarded-for"), self.forwarded_allow_ips
-            )
-            if client is not None:
-                return (client, 0)
-        return peer
 
     def _ask_app(self, kind: Any, request: AppRequest, answer: handshake.Accept) -> Answer:
         try:
