@@ -59,6 +59,7 @@ class Endpoints:
         self.max_body_size = max_body_size
         self.forwarded_allow_ips = frozenset(forwarded_allow_ips)
         self._async: AsyncCallbacks | None = None
+        self._coroutines: dict[Any, bool] = {}
         self._make_async = async_callbacks or (lambda: AsyncCallbacks(reactor))
         apps = app.apps() if isinstance(app, Router) else (app,)
         if any(inspect.iscoroutinefunction(getattr(one, "on_request", None)) for one in apps):
@@ -100,7 +101,13 @@ class Endpoints:
             return _failed(request, exc)
 
     def is_async(self, on_request: Callable) -> bool:
-        return inspect.iscoroutinefunction(on_request)
+        """Whether on_request is a coroutine function (remembered per function:
+        the apps' few on_request, so the dict stays that small)."""
+        function = getattr(on_request, "__func__", on_request)
+        known = self._coroutines.get(function)
+        if known is None:
+            known = self._coroutines[function] = inspect.iscoroutinefunction(on_request)
+        return known
 
     def call_async(
         self, on_request: Callable, request: Request, then: Callable[[Any], None]
