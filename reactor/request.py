@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote
 
 HeaderPairs = Sequence[tuple[str, str]]
 
@@ -128,15 +128,18 @@ class Request:
         return self.headers.get(name, default)
 
     def _parts(self) -> tuple[str, str]:
-        """(raw path, raw query) of the target: origin-form split at "?" (a
-        path may start with "//"), absolute-form by urlsplit; no fragment."""
+        """(raw path, raw query) of the target, no fragment: origin-form split
+        at "?" (a path may start with "//"); absolute-form (RFC 9112 §3.2.2)
+        after its authority, which is not parsed (urlsplit raises on some
+        hosts a client may send, e.g. a stray "]")."""
         if self._split is None:
             target = self.target.partition("#")[0]
-            if target.startswith("/"):
-                path, _, query = target.partition("?")
-            else:
-                parts = urlsplit(target)
-                path, query = parts.path, parts.query
+            scheme_end = -1 if target.startswith("/") else target.find("://")
+            if scheme_end > 0:
+                rest = target[scheme_end + 3 :]
+                ends = [i for i in (rest.find("/"), rest.find("?")) if i >= 0]
+                target = rest[min(ends) :] if ends else ""
+            path, _, query = target.partition("?")
             self._split = (path or "/", query)
         return self._split
 

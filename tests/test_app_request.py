@@ -43,6 +43,11 @@ def test_request_path_is_percent_decoded_and_query_multi_valued():
     assert Request("OPTIONS", "*").path == "*"
     assert Request("GET", "//double?q=1").path == "//double"  # a path, not a network location
     assert Request("GET", "/frag#x").path == "/frag"
+    assert Request("GET", "http://h?q=1").path == "/"
+    assert Request("GET", "http://h?q=1").query == {"q": ["1"]}
+    # an authority urlsplit refuses ("Invalid IPv6 URL") is never parsed (found by fuzzing)
+    assert Request("GET", "http://wject.h]ml/x?y=1").path == "/x"
+    assert Request("GET", "http://[::1/p").path == "/p"
 
 
 def test_request_cookies_first_value_wins_and_quotes_are_removed():
