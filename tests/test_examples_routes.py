@@ -4,6 +4,7 @@ with real clients."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 
@@ -122,3 +123,23 @@ def test_a_router_is_served_by_serve(tmp_path):
             assert ws.recv(timeout=10) == "x"
     finally:
         assert embedded.stop() == 0
+
+
+def test_rooms_span_workers(server_factory):
+    """--workers 2: each worker has its own Router instances; a room is a topic (every
+    worker gets every publish), so its members hear each other whichever worker
+    accepted them."""
+    server = server_factory(
+        "--proto", "auto", "--workers", "2", "--app", "examples.rooms:app", workers=2
+    )
+    url = f"ws://127.0.0.1:{server.port}/rooms/tea"
+    with contextlib.ExitStack() as stack:
+        members = [stack.enter_context(connect(url)) for _ in range(16)]  # both workers
+        members[0].send("hello")
+        for member in members:
+            line = member.recv(timeout=10)
+            while line.startswith("* "):  # joins, as many as came after its own
+                line = member.recv(timeout=10)
+            assert line == "tea: hello"
+    pids = {line.split()[2] for line in server.wait_for_log("reactor.access.*101", count=16)}
+    assert len(pids) == 2, "all members landed on one worker: the test proves nothing"
