@@ -22,6 +22,11 @@ Choices (RFC 9112 unless noted):
   Content-Length > 0 or a Transfer-Encoding -> 413; Transfer-Encoding together
   with Content-Length, or on HTTP/1.0, -> 400 (§6.1, §6.3: a smuggling
   signature). Content-Length: 0 is accepted.
+- ``BodyRequestParser`` (for an application's HTTP endpoints) also accepts
+  POST, PUT, PATCH, DELETE and OPTIONS, and bodies framed by one
+  Content-Length or by ``Transfer-Encoding: chunked`` (``body_framing``; the
+  glue reads them with http/body.py). The smuggling signatures stay 400, and
+  so does a repeated Content-Length; another transfer coding is 501 (§6.1).
 - After ANY HttpError the byte stream can no longer be trusted to be framed:
   the glue answers with `Connection: close` and closes.
 - Speed: the common head is read by one C call (http/csrc/head.c, cffi) that
@@ -64,6 +69,9 @@ _WHOLE_COPY = MAX_LEADING_EMPTY + MAX_REQUEST_LINE + MAX_FIELDS_SIZE + 1
 
 ALLOWED_METHODS = ("GET", "HEAD")
 ALLOW_HEADER = (("Allow", "GET, HEAD"),)  # RFC 9110 §15.5.6: 405 MUST carry Allow.
+# What an application's on_request may be asked (BodyRequestParser).
+ENDPOINT_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+ENDPOINT_ALLOW = (("Allow", ", ".join(ENDPOINT_METHODS)),)
 
 _TCHARS = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 # bytes.translate(None, _TCHARS) leaves the bytes that are NOT token chars (RFC 9110 §5.6.2).
@@ -192,6 +200,7 @@ class RequestParser:
     consumed bytes from its buffer."""
 
     __slots__ = ("_scanned", "_line_end")
+    bodies = False  # see BodyRequestParser
 
     def __init__(self) -> None:
         self._scanned = 0  # bytes after `start` known to hold no head terminator
@@ -219,7 +228,7 @@ class RequestParser:
             self._check_incomplete(buf, start, pos, end)
             return None, start
         self._scanned, self._line_end = 0, -1
-        return _build_request(buf, pos, head_end), head_end
+        return _build_request(buf, pos, head_end, self.bodies), head_end
 
     def _check_incomplete(self, buf, start: int, pos: int, end: int) -> None:
         """Raise as soon as the bytes so far cannot start an acceptable head."""
@@ -244,6 +253,14 @@ class RequestParser:
             if stop == end:
                 break
         return None, start  # (past _WHOLE_COPY the parse above has raised)
+
+
+class BodyRequestParser(RequestParser):
+    """A parser for an application's endpoints: the ENDPOINT_METHODS, and
+    bodies (``body_framing`` says how the one after the head is framed)."""
+
+    __slots__ = ()
+    bodies = True
 
 
 def _skip_empty_lines(buf, pos: int, end: int) -> int:
@@ -302,7 +319,7 @@ _VISIBLE_ASCII = bytes(range(0x21, 0x7F))
 # --- complete head ---------------------------------------------------------------------
 
 
-def _build_request(buf, pos: int, head_end: int) -> Request:
+def _build_request(buf, pos: int, head_end: int, bodies: bool = False) -> Request:
     """The common case in one C call (``_scanned_request``) or, without the
     build or for anything it declines, a few regex calls; anything unusual
     takes the slow path, which accepts exactly the same heads and explains
@@ -315,11 +332,11 @@ def _build_request(buf, pos: int, head_end: int) -> Request:
     text = head.decode("latin-1")
     line = _FAST_LINE_RE.match(text)
     if line is None:
-        return _build_request_slow(text)
+        return _build_request_slow(text, bodies)
     fields = text[line.end() :]
     pairs = _FIELD_RE.findall(fields)
     if len(pairs) != fields.count("\n") - 1 or len(pairs) > MAX_FIELDS:
-        return _build_request_slow(text)
+        return _build_request_slow(text, bodies)
     if len(fields) > MAX_FIELDS_SIZE:
         raise HttpError(431, "header fields too large")
     request = Request(line[1], line[2], (1, 1) if line[3] == "1" else (1, 0), None)
@@ -327,9 +344,9 @@ def _build_request(buf, pos: int, head_end: int) -> Request:
     # Every line is a valid field here, so "\nhost:" counts Host fields exactly.
     lowered = text[line.end() - 1 :].lower()
     if "content-length" in lowered or "transfer-encoding" in lowered:
-        _check_semantics(request)
+        _check_semantics(request, bodies)
     elif lowered.count("\nhost:") != 1 or not _HOST_LINE_RE.search(text):
-        _check_semantics(request)
+        _check_semantics(request, bodies)
     return request
 
 
@@ -351,11 +368,11 @@ def _scanned_request(head: bytes) -> Request | None:
     return request
 
 
-def _build_request_slow(text: str) -> Request:
+def _build_request_slow(text: str, bodies: bool = False) -> Request:
     line_end = text.find("\n")
     method, target, version = _parse_request_line(_strip_cr(text[:line_end]))
     request = Request(method, target, version, _parse_fields(text[line_end + 1 :]))
-    _check_semantics(request)
+    _check_semantics(request, bodies)
     return request
 
 
@@ -432,16 +449,47 @@ def _field_line_problem(line: str) -> str:
     return "invalid character in header field value"  # CTL, NUL, bare CR
 
 
-def _check_semantics(request: Request) -> None:
+def _check_semantics(request: Request, bodies: bool = False) -> None:
     """Host, method and framing rules that need the whole head."""
     hosts = request.get_all("host")
     if len(hosts) > 1 or (not hosts and request.http_version >= (1, 1)):
         raise HttpError(400, "an HTTP/1.1 request needs exactly one Host")  # RFC 9112 §3.2
     if hosts and not _HOST_RE.fullmatch(hosts[0]):
         raise HttpError(400, "invalid Host")
+    if bodies:
+        if request.method not in ENDPOINT_METHODS:
+            raise HttpError(405, f"method {request.method} not allowed", ENDPOINT_ALLOW)
+        body_framing(request)
+        return
     if request.method not in ALLOWED_METHODS:
         raise HttpError(405, f"method {request.method} not allowed", ALLOW_HEADER)
     _check_no_body(request)
+
+
+def body_framing(request: Request) -> tuple[int | None, bool]:
+    """(Content-Length or None, chunked) of the body after this head (RFC 9112
+    §6.3); raises HttpError for framing that cannot be trusted: both fields,
+    chunked on HTTP/1.0, a repeated Content-Length (400), another transfer
+    coding (501)."""
+    for name, _ in request.headers:
+        if name == "content-length" or name == "transfer-encoding":
+            break
+    else:  # the common case, answered without building lists
+        return None, False
+    transfer_encoding = request.get_all("transfer-encoding")
+    lengths = request.get_all("content-length")
+    if transfer_encoding and (lengths or request.http_version < (1, 1)):
+        raise HttpError(400, "ambiguous message framing")  # RFC 9112 §6.1, §6.3
+    if transfer_encoding:
+        codings = [coding.lower() for coding in rfc9110.list_members(transfer_encoding)]
+        if codings[-1:] != ["chunked"]:
+            raise HttpError(400, "chunked is not the final transfer coding")  # §6.3
+        if len(codings) > 1:
+            raise HttpError(501, f"transfer coding {codings[0]} not implemented")
+        return None, True
+    if len(lengths) > 1 or (lengths and "," in lengths[0]):
+        raise HttpError(400, "duplicate Content-Length")
+    return _content_length(lengths), False
 
 
 def _check_no_body(request: Request) -> None:

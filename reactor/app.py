@@ -36,6 +36,9 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
+from .request import Accept, Headers, Request, Response  # noqa: F401 (the application API)
+from .router import RouteError, Router  # noqa: F401 (the application API)
+
 # RFC 6455 §7.4.1 codes an application typically sends, as the protocol defines them.
 from .ws.frames import (  # noqa: E402,F401 (re-exported for applications)
     CLOSE_GOING_AWAY,
@@ -172,12 +175,18 @@ class WebSocketApp:
         """The worker is about to accept connections (once per worker): start
         timers here with ``server.call_every``."""
 
-    def on_upgrade(self, request: Any) -> tuple[int, str] | tuple[int, str, Any] | None:
-        """A valid upgrade request arrived (``request.get(name)``,
-        ``request.target``, ``request.headers``). Return None to accept, or
-        ``(status, reason)`` / ``(status, reason, headers)`` to refuse with a
-        4xx/5xx (e.g. ``(401, "login first")``, ``(403, "banned")``). Anything
-        else is logged as a mistake and answered 500."""
+    def on_upgrade(self, request: Any) -> Any:
+        """A valid upgrade request arrived (a ``reactor.app.Request``: ``path``,
+        ``query``, ``headers``, ``cookies``, ``subprotocols``, ``path_params``...).
+        Return None to accept; ``Accept(headers=[...], subprotocol=...)`` to
+        accept with headers added to the 101 and a subprotocol chosen from
+        ``request.subprotocols``; or ``(status, reason)`` / ``(status, reason,
+        headers)`` to refuse with a 4xx/5xx (e.g. ``(401, "login first")``).
+        Anything else is logged as a mistake and answered 500.
+
+        An application may also define ``on_request(request)`` (not defined
+        here: without it the HTTP handler serves static files only), returning
+        a ``Response`` or None; see docs/http-endpoints.md."""
         return None
 
     def on_open(self, conn: Connection, request: Any) -> None:
@@ -237,41 +246,65 @@ def _current_folder_first() -> None:
 
 def check_app(target: Any) -> None:
     """Raise AppError unless ``target`` can be an application: an instance
-    with ``on_message``, such a class, or a factory (whose result make_app
-    checks). Run before any worker starts, so a mistake is a usage error."""
+    with ``on_message`` or ``on_request``, such a class, a factory (whose
+    result make_app checks), or a ``Router`` of those. Run before any worker
+    starts, so a mistake is a usage error."""
     if target is None:
         return
-    if not isinstance(target, type) and not hasattr(target, "on_message"):
+    if isinstance(target, Router):
+        for app in target.apps():
+            check_app(app)
+        return
+    if not isinstance(target, type) and not _is_app(target):
         if not callable(target):
             raise AppError(
                 f"{target!r} is not an application: expected a WebSocketApp instance, "
-                "a subclass, or a factory returning one"
+                "a subclass, a factory returning one, or a Router"
             )
         return  # a factory: what it returns is checked when a worker calls it
-    if not callable(getattr(target, "on_message", None)):
-        raise AppError(f"{target!r} has no on_message(conn, data)")
+    if not callable(getattr(target, "on_message", None)) and not callable(
+        getattr(target, "on_request", None)
+    ):
+        raise AppError(f"{target!r} has neither on_message(conn, data) nor on_request(request)")
     if inspect.iscoroutinefunction(getattr(target, "on_start", None)):
         raise AppError(
             "on_start is a coroutine function (async def): it runs once on the reactor's "
             "thread before the worker accepts; define it with def (on_upgrade, on_open, "
-            "on_message, on_close and on_drain may be async)"
+            "on_message, on_close, on_drain and on_request may be async)"
         )
+
+
+def _is_app(target: Any) -> bool:
+    return hasattr(target, "on_message") or hasattr(target, "on_request")
 
 
 def make_app(target: Any) -> Any:
     """An application instance from what ``--app`` (or ``serve(app=...)``)
-    named: None (the echo app), an instance, a class, or a factory."""
+    named: None (the echo app), an instance, a class, or a factory; for a
+    Router, a Router of this worker's instances."""
     if target is None:
         return WebSocketApp()
     if isinstance(target, str):
         target = load_app(target)
     check_app(target)
-    if isinstance(target, type) or not hasattr(target, "on_message"):
+    if isinstance(target, Router):
+        return target.map(make_app)
+    if isinstance(target, type) or not _is_app(target):
         target = target()  # a class or a factory: one instance per worker
-        if isinstance(target, type) or not hasattr(target, "on_message"):
+        if isinstance(target, Router):
+            return make_app(target)  # a factory may build the worker's Router
+        if isinstance(target, type) or not _is_app(target):
             raise AppError(f"the --app factory returned {target!r}, not an application")
         check_app(target)
     return target
+
+
+def defines(app: Any, name: str) -> bool:
+    """Whether ``app`` has its own ``name`` callback (not WebSocketApp's default)."""
+    callback = getattr(app, name, None)
+    if callback is None:
+        return False
+    return getattr(callback, "__func__", callback) is not getattr(WebSocketApp, name, None)
 
 
 def callbacks(app: Any) -> Iterator[Callable[..., Any]]:

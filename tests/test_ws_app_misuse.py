@@ -66,7 +66,8 @@ def test_on_upgrade_returning_an_undocumented_value_is_a_500_and_one_clear_line(
         connect(f"ws://127.0.0.1:{server.port}{path}", open_timeout=10)
     assert refused.value.response.status_code == 500
     line = server.wait_for_log(r"on_upgrade returned")[0]
-    assert "it must return None to accept, or (status, reason) or (status, reason, headers)" in line
+    assert "it must return None or reactor.app.Accept(headers=..., subprotocol=...)" in line
+    assert "or (status, reason) or (status, reason, headers)" in line
     assert "Traceback" not in server.log_text()
     with connect(f"ws://127.0.0.1:{server.port}/") as ws:  # the server goes on
         ws.send(b"bytes")

@@ -428,3 +428,54 @@ def test_the_websocket_glue_takes_the_fast_path(monkeypatch):
         reactor.dispose()
     assert calls == [len(head)]
     assert response.startswith(b"HTTP/1.1 101 ") and RFC_ACCEPT.encode() in response
+
+
+# ---- amend: what on_upgrade's Accept changes in the 101 ------------------------------
+
+
+def _accepted(**kw):
+    from reactor.ws import deflate
+    from reactor.ws import handshake as hs
+
+    fields = [
+        ("host", "x"),
+        ("upgrade", "websocket"),
+        ("connection", "Upgrade"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-protocol", "chat, v2"),
+        ("sec-websocket-extensions", "permessage-deflate"),
+    ]
+    return hs.validate("GET", (1, 1), fields, compression=deflate.Compression("shared"), **kw)
+
+
+def test_amend_adds_headers_and_picks_an_offered_subprotocol_keeping_the_rest():
+    from reactor.ws import handshake as hs
+
+    accept = _accepted(subprotocols=["chat"])
+    amended = hs.amend(accept, [("Set-Cookie", "a=1")], "v2", ["chat, v2"])
+    lines = amended.response.decode().split("\r\n")
+    assert lines[0] == "HTTP/1.1 101 Switching Protocols" and lines[-2:] == ["", ""]
+    assert "Sec-WebSocket-Protocol: v2" in lines and "Sec-WebSocket-Protocol: chat" not in lines
+    assert "Set-Cookie: a=1" in lines
+    assert any(line.startswith("Sec-WebSocket-Extensions: permessage-deflate") for line in lines)
+    assert "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in lines  # RFC 6455 §1.3
+    assert amended.subprotocol == "v2" and amended.extension is accept.extension
+    assert hs.amend(accept).response == accept.response  # nothing asked: the same 101
+
+
+@pytest.mark.parametrize(
+    ("headers", "subprotocol"),
+    [
+        ((), "never-offered"),
+        ((("Sec-WebSocket-Protocol", "v2"),), None),
+        ((("Connection", "close"),), None),
+        ((("X-Bad", "a\r\nInjected: 1"),), None),
+        ((("bad name", "v"),), None),
+    ],
+)
+def test_amend_refuses_what_would_break_the_handshake(headers, subprotocol):
+    from reactor.ws import handshake as hs
+
+    with pytest.raises(ValueError):
+        hs.amend(_accepted(), headers, subprotocol, ["chat, v2"])

@@ -13,11 +13,12 @@ Answers: 400 for a malformed upgrade request, 426 (with
 ``Sec-WebSocket-Version: 13``) for a missing or other version, 403 when an
 Origin allow-list is configured and the Origin is not in it. An application
 hook may still refuse an accepted request: ``reject(401, "...")`` builds that
-response, and ``Accept.response_with(extra_headers)`` adds headers (cookies...)
-to the 101. The one extension, permessage-deflate (ws/deflate.py), is
-negotiated when ``validate`` is given a ``Compression`` that is not off: the
-``Accept`` then carries the connection's codec; otherwise the offer is ignored
-and frames with RSV bits set remain protocol errors.
+response, and ``amend(accept, extra_headers, subprotocol, offered)`` adds headers
+(cookies...) to the 101 and may choose another offered subprotocol. The one
+extension, permessage-deflate (ws/deflate.py), is negotiated when ``validate``
+is given a ``Compression`` that is not off: the ``Accept`` then carries the
+connection's codec; otherwise the offer is ignored and frames with RSV bits
+set remain protocol errors.
 
 ``accept_usual(method, http_version, head, length, ...)`` is the common case
 in one C call (``ws/csrc/upgrade.c``): it reads the fields from the request
@@ -238,6 +239,49 @@ def _switching_protocols(
         f"Sec-WebSocket-Accept: {accept}\r\n{protocol}{_header_lines(extra_headers)}\r\n"
     )
     return head.encode("latin-1")
+
+
+# Fields of the 101 that the handshake itself decides: an application adding one
+# would contradict it (the subprotocol is chosen with amend's own argument).
+_HANDSHAKE_FIELDS = frozenset(
+    ("upgrade", "connection", "sec-websocket-accept", "sec-websocket-protocol",
+     "sec-websocket-extensions", "content-length", "transfer-encoding")
+)  # fmt: skip
+
+
+def amend(
+    accept: Accept,
+    extra_headers: Iterable[tuple[str, str]] = (),
+    subprotocol: str | None = None,
+    offered: Iterable[str] = (),
+) -> Accept:
+    """``accept`` with ``extra_headers`` added to its 101 and, when
+    ``subprotocol`` is given, that subprotocol instead of the configured
+    choice. ``offered``: the request's Sec-WebSocket-Protocol values. Raises
+    ValueError for a subprotocol the client did not offer (§4.2.2: the server
+    picks one of the client's), or a header the handshake owns or that could
+    not be sent."""
+    headers = tuple((str(name), str(value)) for name, value in extra_headers)
+    for name, _ in headers:
+        if name.lower() in _HANDSHAKE_FIELDS:
+            raise ValueError(f"{name} is set by the handshake itself")
+    lines = _header_lines(headers)  # raises for a header that would inject others
+    chosen = accept.subprotocol
+    if subprotocol is not None:
+        if subprotocol not in rfc9110.list_members(offered):
+            raise ValueError(f"subprotocol {subprotocol!r} was not offered by the client")
+        chosen = subprotocol
+    head = accept.response.decode("latin-1").split("\r\n")[:-2]
+    protocol = f"Sec-WebSocket-Protocol: {chosen}"
+    replaced = [protocol if _names_protocol(line) else line for line in head]
+    if chosen is not None and protocol not in replaced:
+        replaced.append(protocol)
+    response = ("\r\n".join(replaced) + "\r\n" + lines + "\r\n").encode("latin-1")
+    return accept._replace(subprotocol=chosen, response=response)
+
+
+def _names_protocol(line: str) -> bool:
+    return line.lower().startswith("sec-websocket-protocol:")
 
 
 def reject(status: int, reason: str, extra_headers: Iterable[tuple[str, str]] = ()) -> Reject:

@@ -48,14 +48,26 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..app import make_app
 from ..handler import Handler
-from ..http.request import HttpError, Request, RequestParser
+from ..http.body import BodyReader
+from ..http.request import (
+    ALLOW_HEADER,
+    ALLOWED_METHODS,
+    BodyRequestParser,
+    HttpError,
+    Request,
+    RequestParser,
+    body_framing,
+)
+from ..http.response import CONTINUE
 from ..http.static import Redirect, error_response, open_target, plan
 from ..loop import Connection, Reactor
 from . import warn_if_head_scanner_missing
+from .access import AccessLog, access_log, request_line
+from .endpoints import DEFAULT_MAX_BODY_SIZE, Endpoints, serves_requests
 
 log = logging.getLogger("reactor.http")
-access_log = logging.getLogger("reactor.access")
 
 # upgrade(conn, request, buf, pos): buf[pos:] are the bytes that followed the head (all of
 # them belong to the connection); the callee takes the connection over (conn.handler,
@@ -78,6 +90,7 @@ CACHE_BYTES = 16 * 1024 * 1024  # small-file cache per worker: 512+ hot files at
 # directory swapped for a symlink); from the next second every request is opened
 # again. Bounded so that a flood of distinct targets cannot grow it.
 RECENT_TARGETS = 4096
+AWAITING = object()  # HttpState.endpoint while a coroutine on_request answers
 
 
 class HttpState:
@@ -97,10 +110,12 @@ class HttpState:
         "log_line",
         "status",
         "body_length",
+        "endpoint",
+        "request",
     )
 
-    def __init__(self, peer: str | None) -> None:
-        self.parser = RequestParser()
+    def __init__(self, peer: str | None, parser: RequestParser) -> None:
+        self.parser = parser
         self.buf: bytearray | None = None  # unparsed input: a partial head or pipelined requests
         self.file_fd = -1  # the file whose body is being sent, else -1
         self.offset = 0  # next file offset to send
@@ -112,6 +127,10 @@ class HttpState:
         self.log_line: str | None = None  # request line of the body in progress (access log)
         self.status = 0
         self.body_length = 0
+        # An endpoint request in progress (reactor/handlers/endpoints.py): its
+        # BodyReader while the body arrives, AWAITING while a coroutine answers.
+        self.endpoint: BodyReader | object | None = None
+        self.request: Request | None = None  # its head
 
 
 def cache_key(st: os.stat_result) -> tuple:
@@ -170,6 +189,7 @@ class HttpHandler(Handler):
         access_log_enabled: bool = True,
         upgrade: Upgrade | None = None,
         serve_hidden: bool = False,
+        endpoints: Endpoints | None = None,
     ) -> None:
         self.reactor = reactor
         self.root_real = os.path.realpath(root)
@@ -182,6 +202,8 @@ class HttpHandler(Handler):
         self.keepalive_timeout = keepalive_timeout
         self.log_access = access_log_enabled and access_log.isEnabledFor(logging.INFO)
         self.upgrade = upgrade
+        self.endpoints = endpoints  # the app's on_request; None: static files only
+        self._parser_class = RequestParser if endpoints is None else BodyRequestParser
         self.cache = FileCache()
         self.recent: dict[str, tuple[str, os.stat_result, bytes]] = {}  # see RECENT_TARGETS
         self.recent_tick = -1
@@ -190,13 +212,12 @@ class HttpHandler(Handler):
         timeouts = [t for t in (header_timeout, keepalive_timeout) if t > 0]
         if timeouts:
             reactor.call_every(min(1.0, min(timeouts) / 4), self._sweep)
-        self._log_second = -1
-        self._log_stamp = ""
+        self.access = AccessLog()
 
     # ---- reactor callbacks ------------------------------------------------
 
     def on_open(self, conn: Connection, peer: Any) -> None:
-        conn.ctx = HttpState(_peer_host(peer) if self.log_access else None)
+        conn.ctx = HttpState(_peer_host(peer) if self.log_access else None, self._parser_class())
         self.heads[conn] = self.reactor.now  # the first head's clock starts at the accept
 
     def on_data(self, conn: Connection, data: memoryview) -> None:
@@ -220,7 +241,7 @@ class HttpHandler(Handler):
         ctx: HttpState = conn.ctx
         ctx.eof = True
         self._forget(conn)
-        if ctx.file_fd >= 0 or conn.pending():
+        if ctx.file_fd >= 0 or conn.pending() or ctx.endpoint is AWAITING:
             self._pause(conn, ctx)  # finish the response in progress first
         else:
             conn.close_after_flush()  # a partial head can never complete now
@@ -248,6 +269,11 @@ class HttpHandler(Handler):
                 self._keep(ctx, buf, pos)  # the previous response is still leaving
                 self._pause(conn, ctx)
                 return
+            if ctx.endpoint is not None:  # an endpoint's body, or its answer, is awaited
+                pos = self._endpoint_input(conn, ctx, buf, pos, end)
+                if pos < 0:
+                    return  # closing, or waiting for a coroutine (input kept)
+                continue
             try:
                 request, head_end = ctx.parser.parse(buf, pos, end)
             except HttpError as exc:
@@ -260,6 +286,10 @@ class HttpHandler(Handler):
                 self._hand_over(conn, ctx, request, buf, head_end)
                 return
             pos = head_end
+            if self.endpoints is not None:
+                if not self._endpoint_head(conn, ctx, request):
+                    return  # closing: the remaining input is dropped
+                continue
             if not self._respond(conn, ctx, request):
                 return  # closing: the remaining input is dropped
         self._keep(ctx, buf, pos)
@@ -273,8 +303,8 @@ class HttpHandler(Handler):
             self._await_next(conn, ctx)
 
     def _await_next(self, conn: Connection, ctx: HttpState) -> None:
-        if ctx.file_fd >= 0 or conn.pending() or conn.closed:
-            return  # on_writable continues
+        if ctx.file_fd >= 0 or conn.pending() or conn.closed or ctx.endpoint is AWAITING:
+            return  # on_writable (or the coroutine's answer) continues
         if ctx.eof:
             conn.close_after_flush()  # all answered; the peer sends no more
             return
@@ -282,7 +312,7 @@ class HttpHandler(Handler):
             ctx.paused = False
             conn.resume_reading()
         now = self.reactor.now
-        if ctx.buf is None:
+        if ctx.buf is None and ctx.endpoint is None:
             self.idle.pop(conn, None)  # re-insert: the dict must stay in time order
             self.idle[conn] = now
         else:
@@ -405,7 +435,7 @@ class HttpHandler(Handler):
         ctx.file_fd, ctx.offset, ctx.remaining = fd, response.offset, response.length
         ctx.keep_alive, ctx.status, ctx.body_length = keep_alive, response.status, response.length
         if self.log_access:
-            ctx.log_line = _request_line(request)
+            ctx.log_line = request_line(request)
         return self._send_body(conn, ctx)
 
     def _send_small(
@@ -426,6 +456,105 @@ class HttpHandler(Handler):
             conn.write(response.head)
         if self.log_access:
             self._log(ctx, request, response.status, response.length)
+
+    # ---- endpoints (an application's on_request) ------------------------------
+
+    def _endpoint_head(self, conn: Connection, ctx: HttpState, request: Request) -> bool:
+        """A head for the endpoints: read its body, or answer it now. False
+        when the connection is closing."""
+        length, chunked = body_framing(request)  # checked by the parser already
+        if not chunked and not length:
+            return self._dispatch(conn, ctx, request, b"")
+        try:
+            reader = BodyReader(length, chunked, self.endpoints.max_body_size)
+            expect = request.get("expect")
+            if expect is not None and expect.lower() != "100-continue":
+                raise HttpError(417, "only Expect: 100-continue is understood")  # RFC 9110 §10.1.1
+        except HttpError as exc:  # 413 before a byte of the body is read: framing is lost
+            self._refuse_body(conn, ctx, request, exc)
+            return False
+        if expect is not None and request.http_version >= (1, 1):
+            conn.write(CONTINUE)
+        ctx.endpoint, ctx.request = reader, request
+        self.heads[conn] = self.reactor.now  # the body has --header-timeout too
+        return True
+
+    def _endpoint_input(self, conn: Connection, ctx: HttpState, buf: Any, pos: int, end: int):
+        """Body bytes for the request in progress; the position after them, or
+        -1 when the connection is closing or a coroutine is answering."""
+        reader = ctx.endpoint
+        if reader is AWAITING:
+            self._keep(ctx, buf, pos)
+            self._pause(conn, ctx)
+            return -1
+        try:
+            pos = reader.feed(buf, pos, end)
+        except HttpError as exc:  # malformed chunks or too large: framing is lost
+            self._refuse_body(conn, ctx, ctx.request, exc)
+            return -1
+        if not reader.done:
+            return pos  # == end: every byte went into the body
+        request, ctx.endpoint, ctx.request = ctx.request, None, None
+        self.heads.pop(conn, None)
+        if not self._dispatch(conn, ctx, request, reader.body):
+            return -1
+        if ctx.endpoint is AWAITING:
+            self._keep(ctx, buf, pos)
+            self._pause(conn, ctx)
+            return -1
+        return pos
+
+    def _dispatch(self, conn: Connection, ctx: HttpState, request: Request, body: bytes) -> bool:
+        """Hand a complete request to its on_request, or to the static files."""
+        found = self.endpoints.find(request, conn, body)
+        if found is None:
+            return self._respond_static(conn, ctx, request)
+        on_request, app_request = found
+        if not self.endpoints.is_async(on_request):
+            result = self.endpoints.call(on_request, app_request)
+            return self._answer(conn, ctx, request, app_request, result)
+        ctx.endpoint = AWAITING
+        ctx.request = request
+
+        def then(result: Any) -> None:
+            if conn.ctx is not ctx or conn.handler is not self or conn.closed:
+                return  # the connection went away meanwhile
+            ctx.endpoint = ctx.request = None
+            if self._answer(conn, ctx, request, app_request, result):
+                self._continue(conn, ctx)
+
+        self.endpoints.call_async(on_request, app_request, then)
+        return True
+
+    def _answer(self, conn, ctx: HttpState, request: Request, app_request: Any, result: Any):
+        if result is None:
+            return self._respond_static(conn, ctx, request)
+        keep_alive = request.keep_alive and not self.reactor.stopping
+        response, status, size = self.endpoints.answer(request, app_request, result, keep_alive)
+        conn.write(response)
+        if self.log_access:
+            self._write_log(ctx, request_line(request), status, size)
+        if not keep_alive:
+            conn.close_after_flush(linger=True)
+        return keep_alive
+
+    def _respond_static(self, conn: Connection, ctx: HttpState, request: Request) -> bool:
+        """No endpoint answered: the static files, which know GET and HEAD only."""
+        if request.method in ALLOWED_METHODS:
+            return self._respond(conn, ctx, request)
+        keep_alive = request.keep_alive and not self.reactor.stopping
+        exc = HttpError(405, f"method {request.method} not allowed", ALLOW_HEADER)
+        self._send_error(conn, ctx, request, exc, keep_alive)
+        if not keep_alive:
+            conn.close_after_flush(linger=True)
+        return keep_alive
+
+    def _refuse_body(self, conn: Connection, ctx: HttpState, request: Request, exc: HttpError):
+        """A body that will not be read (too large, malformed): answer, close."""
+        self._forget(conn)
+        ctx.buf = ctx.endpoint = ctx.request = None
+        self._send_error(conn, ctx, request, exc, False)
+        conn.close_after_flush(linger=True)
 
     # ---- bodies -------------------------------------------------------------
 
@@ -499,7 +628,7 @@ class HttpHandler(Handler):
             conn.resume_reading()
         status = self.upgrade(conn, request, buf, head_end)
         if self.log_access:  # the callee may return the status it answered (else 101)
-            self._write_log(ctx, _request_line(request), status or 101, -1)
+            self._write_log(ctx, request_line(request), status or 101, -1)
 
     def _forget(self, conn: Connection) -> None:
         self.heads.pop(conn, None)
@@ -519,11 +648,16 @@ class HttpHandler(Handler):
     def _head_timed_out(self, conn: Connection) -> None:
         ctx: HttpState = conn.ctx
         self.heads.pop(conn, None)
-        if ctx.buf is None:
+        if ctx.endpoint is AWAITING:
+            return  # the head and body came in time; the application is answering
+        if ctx.buf is None and ctx.endpoint is None:
             conn.close()  # not a byte of a request: nothing to answer (as nginx)
             return
-        ctx.buf = None
-        conn.write(error_response(408, "request head not received in time", keep_alive=False))
+        reason = "request head not received in time"
+        if ctx.endpoint is not None:
+            reason = "request body not received in time"
+        ctx.buf = ctx.endpoint = ctx.request = None
+        conn.write(error_response(408, reason, keep_alive=False))
         conn.close_after_flush(linger=True)
         if self.log_access:
             self._write_log(ctx, "-", 408, -1)
@@ -532,20 +666,10 @@ class HttpHandler(Handler):
 
     def _log(self, ctx: HttpState, request: Request, status: int, size: int) -> None:
         if self.log_access:
-            self._write_log(ctx, _request_line(request), status, size)
+            self._write_log(ctx, request_line(request), status, size)
 
     def _write_log(self, ctx: HttpState, line: str, status: int, size: int) -> None:
-        size_text = str(size) if size > 0 else "-"  # CLF: "-" when no body bytes
-        access_log.info(
-            '%s - - [%s] "%s" %d %s', ctx.peer or "-", self._stamp(), line, status, size_text
-        )
-
-    def _stamp(self) -> str:
-        second = int(time.time())
-        if second != self._log_second:
-            self._log_second = second
-            self._log_stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(second))
-        return self._log_stamp
+        self.access.write(ctx.peer, line, status, size)
 
 
 def _expired(since_by_conn: dict[Connection, float], limit: float) -> list[Connection]:
@@ -555,12 +679,6 @@ def _expired(since_by_conn: dict[Connection, float], limit: float) -> list[Conne
             break  # insertion order is time order: the rest are younger
         expired.append(conn)
     return expired
-
-
-def _request_line(request: Request) -> str:
-    major, minor = request.http_version
-    target = request.target.replace('"', "%22")  # keep the quoted CLF field parseable
-    return f"{request.method} {target} HTTP/{major}.{minor}"
 
 
 def _reason(exc: HttpError) -> str:
@@ -599,6 +717,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_KEEPALIVE_TIMEOUT,
         help="seconds an idle keep-alive connection is kept open (0: until --idle-timeout)",
     )
+    add(
+        "--max-body-size",
+        type=_byte_count,
+        default=DEFAULT_MAX_BODY_SIZE,
+        metavar="BYTES",
+        help="largest request body an application's on_request accepts (Content-Length or "
+        "chunked); larger: 413 before it is read (docs/http-endpoints.md)",
+    )
     add("--quiet", action="store_true", help="no access log (one line per request otherwise)")
     add(
         "--serve-hidden",
@@ -608,11 +734,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _byte_count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be at least 0")
+    return value
+
+
+def make_endpoints(options: argparse.Namespace, reactor: Reactor, app: Any, **kw) -> Any:
+    """The app's HTTP endpoints, or None when no app (or routed app) has on_request."""
+    if app is None or not serves_requests(app):
+        return None
+    return Endpoints(
+        reactor,
+        app,
+        max_body_size=getattr(options, "max_body_size", DEFAULT_MAX_BODY_SIZE),
+        forwarded_allow_ips=frozenset(getattr(options, "forwarded_allow_ips", ())),
+        **kw,
+    )
+
+
 def make_handler(
-    options: argparse.Namespace, reactor: Reactor, *, upgrade: Upgrade | None = None
+    options: argparse.Namespace,
+    reactor: Reactor,
+    *,
+    upgrade: Upgrade | None = None,
+    endpoints: Endpoints | None = None,
 ) -> HttpHandler:
     if upgrade is None:  # with --proto auto the WebSocket handler has warned already
         warn_if_head_scanner_missing(log)
+        app = getattr(options, "app", None)  # --proto http: an app serves on_request only
+        if endpoints is None and app is not None:
+            endpoints = make_endpoints(options, reactor, make_app(app))
     return HttpHandler(
         reactor,
         Path(options.root),
@@ -621,4 +774,5 @@ def make_handler(
         access_log_enabled=not options.quiet,
         upgrade=upgrade,
         serve_hidden=options.serve_hidden,
+        endpoints=endpoints,
     )

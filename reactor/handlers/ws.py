@@ -72,7 +72,7 @@ from threading import get_ident
 from typing import Any
 
 from .. import brokers
-from ..app import CLOSE_INTERNAL_ERROR, callbacks, load_app, make_app
+from ..app import CLOSE_INTERNAL_ERROR, Router, callbacks, defines, load_app, make_app
 from ..concurrency import DEFAULT_THREADS, ReactorFuture, ThreadPool
 from ..handler import Handler
 from ..loop import Connection, Reactor, Timer
@@ -91,6 +91,7 @@ from ..ws.frames import (
 )
 from ..ws.protocol import CLOSED, DEFAULT_MAX_MESSAGE_SIZE, OPEN, ServerProtocol
 from . import warn_if_head_scanner_missing
+from .access import AccessLog
 from .cork import WRITEV_MIN, Cork
 from .static import DEFAULT_HEADER_TIMEOUT  # one request-head bound for both protocols
 from .topics import EVERYONE, Topics, as_bytes, encode_message
@@ -331,6 +332,8 @@ class WebSocketConnection(ServerProtocol):
     def on_close(self, code: int, reason: str) -> None:
         handler = self.handler
         handler.open_count -= 1
+        if handler.router is not None:
+            type(self).open_count -= 1  # this routed app's count
         handler._draining.discard(self)
         try:
             self._app_close(self, code, reason)  # conn.topics still answers here
@@ -352,6 +355,11 @@ class WebSocketConnection(ServerProtocol):
             self.close(CLOSE_INTERNAL_ERROR, "internal error")
 
 
+class _Routed:
+    """Never a connection's class: behind a Router every connection takes the
+    routed branch of on_data."""
+
+
 def _write_frames(frames: dict[WebSocketConnection, list[bytes]]) -> None:
     for ws, parts in frames.items():
         if ws._state is OPEN:  # it may have closed since the other thread sent
@@ -361,9 +369,9 @@ def _write_frames(frames: dict[WebSocketConnection, list[bytes]]) -> None:
 class WebSocketServer:
     """``app.server``: this worker's connections, topics, broadcast and timers."""
 
-    def __init__(self, handler: WebSocketHandler) -> None:
+    def __init__(self, handler: WebSocketHandler, kinds: frozenset[type]) -> None:
         self._handler = handler
-        self.connections = LiveConnections(handler)
+        self.connections = LiveConnections(handler, kinds)
 
     def publish(self, topic: str, message: str | bytes | bytearray | memoryview) -> None:
         """Every subscriber of ``topic``, on every worker (see app.Server.publish)."""
@@ -445,19 +453,22 @@ class LiveConnections:
     """Iterable and sized view of the open connections. It scans the reactor's
     event slots instead of keeping a set: zero bytes per connection."""
 
-    __slots__ = ("_handler",)
+    __slots__ = ("_handler", "_kinds")
 
-    def __init__(self, handler: WebSocketHandler) -> None:
+    def __init__(self, handler: WebSocketHandler, kinds: frozenset[type]) -> None:
         self._handler = handler
+        self._kinds = kinds  # the connection classes of one app, or of every routed app
 
     def __len__(self) -> int:
-        return self._handler.open_count
+        if self._kinds == self._handler.connection_kinds:
+            return self._handler.open_count
+        return sum(kind.open_count for kind in self._kinds)
 
     def __iter__(self):
-        kind = self._handler.connection_class
+        kinds = self._kinds
         for conn in self._handler.reactor.connections():
             ws = conn.ctx
-            if type(ws) is kind and ws._state is not CLOSED:
+            if type(ws) in kinds and ws._state is not CLOSED:
                 yield ws
 
 
@@ -480,8 +491,11 @@ class WebSocketHandler(UpgradeHandling, Handler):
         broker: Callable[[Topics], Any] | None = None,
         threads: int = DEFAULT_THREADS,
         compression: deflate.Compression | None = None,
+        access_log_enabled: bool = False,
     ) -> None:
         self.reactor = reactor
+        # --proto ws logs its handshakes; with auto the HTTP handler does.
+        self.access = AccessLog() if AccessLog.enabled(access_log_enabled) else None
         # permessage-deflate: this worker's mode and shared compressors
         self.compression = deflate.Compression("off") if compression is None else compression
         # The receive buffer prepared once for the C routines (every on_data
@@ -514,30 +528,65 @@ class WebSocketHandler(UpgradeHandling, Handler):
         self.app = make_app(app)
         self._bind_app()
         reactor.call_every(SWEEP_INTERVAL, self._sweep)
-        start = getattr(self.app, "on_start", None)
-        if start is not None:
-            start(self.server)
+        for app in self.router.apps() if self.router is not None else (self.app,):
+            start = getattr(app, "on_start", None)
+            if start is not None:
+                start(self.app_kinds[id(app)].server)
 
     def _bind_app(self) -> None:
-        chosen = dict(zip(COROUTINE_CALLBACKS, callbacks(self.app), strict=True))
-        coroutines = coroutine_callbacks(self.app)
+        """One connection class per application (a Router has several): the
+        app's callbacks are its class attributes, so they cost no slot."""
+        router = self.app if isinstance(self.app, Router) else None
+        apps = list(router.apps()) if router is not None else [self.app]
+        coroutines = set().union(*(coroutine_callbacks(app) for app in apps))
         self.async_callbacks = AsyncCallbacks(self.reactor) if coroutines else None
+        self.router = router
+        kinds = {id(app): self._bind(app) for app in apps}
+        self.app_kinds = kinds  # id(app) -> its connection class
+        self.connection_kinds = frozenset(kinds.values())
+        if router is None:
+            self.connection_class = kinds[id(self.app)]
+            self.server = self.connection_class.server
+        else:  # no class is "the" one: on_data takes its routed branch
+            self.connection_class = _Routed
+            self.server = WebSocketServer(self, self.connection_kinds)
+
+    def shared_async_callbacks(self) -> AsyncCallbacks:
+        """The companion asyncio thread, for coroutine on_request too (one per worker)."""
+        if self.async_callbacks is None:
+            self.async_callbacks = AsyncCallbacks(self.reactor)
+        return self.async_callbacks
+
+    def _bind(self, app: Any) -> type[WebSocketConnection]:
+        chosen = dict(zip(COROUTINE_CALLBACKS, callbacks(app), strict=True))
+        coroutines = coroutine_callbacks(app)
         for name in coroutines - {"on_upgrade"}:
             chosen[name] = self.async_callbacks.wrap(name, chosen[name])
-        on_message, on_close = chosen["on_message"], chosen["on_close"]
-        self._app_upgrade, self._app_open = chosen["on_upgrade"], chosen["on_open"]
-        self._app_drain = chosen["on_drain"]
-        self._async_upgrade = "on_upgrade" in coroutines
-        self.connection_class = type(
+        kind = type(
             "WebSocketConnection",
             (WebSocketConnection,),
-            {"__slots__": (), "handler": self, "_app_message": on_message, "_app_close": on_close},
+            {
+                "__slots__": (),
+                "handler": self,
+                "_app_message": chosen["on_message"],
+                "_app_close": chosen["on_close"],
+                "_app_upgrade": chosen["on_upgrade"],
+                "_app_open": chosen["on_open"],
+                "_app_drain": chosen["on_drain"],
+                "_async_upgrade": "on_upgrade" in coroutines,
+                "open_count": 0,  # behind a Router: this app's open connections
+                "speaks_websocket": callable(getattr(app, "on_message", None)),
+                # Without its own on_upgrade or on_open the app never sees the
+                # request: the handshake builds none.
+                "wants_request": defines(app, "on_upgrade") or defines(app, "on_open"),
+            },
         )
-        self.server = WebSocketServer(self)
+        kind.server = WebSocketServer(self, frozenset((kind,)))
         try:
-            self.app.server = self.server
+            app.server = kind.server
         except AttributeError:
             pass  # a duck-typed app with __slots__ simply has no .server
+        return kind
 
     # ---- reactor callbacks ----------------------------------------------------
 
@@ -555,12 +604,14 @@ class WebSocketHandler(UpgradeHandling, Handler):
                 raise
             self.cork.owner = None
             self._flush(conn, ws)
+        elif type(ws) in self.connection_kinds:  # behind a Router
+            self._feed_routed(conn, ws, len(data))
         elif ws is not ANSWERED:
             self._handshake_input(conn, ws, data)
 
     def on_eof(self, conn: Connection) -> None:
         ws = conn.ctx
-        if type(ws) is not self.connection_class:
+        if type(ws) not in self.connection_kinds:
             conn.close()  # a head that can never complete: nothing to answer
             return
         conn.close_after_flush()  # no close frame: what we owe still goes out, then TCP
@@ -569,14 +620,14 @@ class WebSocketHandler(UpgradeHandling, Handler):
 
     def on_shutdown(self, conn: Connection) -> None:
         ws = conn.ctx
-        if type(ws) is not self.connection_class:
+        if type(ws) not in self.connection_kinds:
             conn.close_after_flush()
         elif ws._state is OPEN:
             ws.close(CLOSE_GOING_AWAY, "server shutting down")
 
     def on_close(self, conn: Connection, error: BaseException | None) -> None:
         ws = conn.ctx
-        if type(ws) is self.connection_class:
+        if type(ws) in self.connection_kinds:
             ws.connection_lost()  # reports 1006 to the app unless the handshake completed
 
     # ---- frames sent from other threads --------------------------------------
@@ -628,13 +679,13 @@ class WebSocketHandler(UpgradeHandling, Handler):
 
     def on_writable(self, conn: Connection) -> None:
         ws = conn.ctx
-        if ws not in self._draining or type(ws) is not self.connection_class:
+        if ws not in self._draining or type(ws) not in self.connection_kinds:
             return
         self._draining.discard(ws)
         if ws._state is not OPEN:
             return
         try:
-            self._app_drain(ws)
+            type(ws)._app_drain(ws)
         except Exception as exc:
             ws._app_failed("on_drain", exc)
 
@@ -645,6 +696,17 @@ class WebSocketHandler(UpgradeHandling, Handler):
         self.cork.owner = ws
         try:
             ws.receive(buf, start, end)
+        except BaseException:
+            self._uncork()
+            raise
+        self.cork.owner = None
+        self._flush(conn, ws)
+
+    def _feed_routed(self, conn: Connection, ws: WebSocketConnection, size: int) -> None:
+        """on_data's hot path for a connection of a routed app."""
+        self.cork.owner = ws
+        try:
+            ws.receive_window(self._window, 0, size)
         except BaseException:
             self._uncork()
             raise
@@ -715,12 +777,12 @@ class WebSocketHandler(UpgradeHandling, Handler):
         """One pass over the reactor's slots: keepalive and header timeouts."""
         if self.ping_interval <= 0 and self.header_timeout <= 0:
             return
-        tick, kind = self.reactor.tick, self.connection_class
+        tick, kinds = self.reactor.tick, self.connection_kinds
         for conn in self.reactor.connections():
             if conn.handler is not self:
                 continue  # --proto auto: the HTTP handler's connections
             ctx = conn.ctx
-            if type(ctx) is kind:
+            if type(ctx) in kinds:
                 if ctx._state is OPEN and self.ping_interval > 0:
                     self._keepalive(conn, ctx, tick)
             elif ctx is not ANSWERED and self.header_timeout > 0:
@@ -889,6 +951,8 @@ def make_handler(options: argparse.Namespace, reactor: Reactor) -> WebSocketHand
             getattr(options, "compression", deflate.DEFAULT_MODE),
             getattr(options, "compression_threshold", deflate.DEFAULT_THRESHOLD),
         ),
+        access_log_enabled=getattr(options, "proto", None) == "ws"
+        and not getattr(options, "quiet", False),
     )
     log.info(
         "websocket: app=%s max-message-size=%d ping-interval=%gs compression=%s",

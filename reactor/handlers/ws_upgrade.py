@@ -18,12 +18,19 @@ from typing import TYPE_CHECKING, Any
 from ..http.request import HttpError, Request, RequestParser
 from ..http.static import error_response
 from ..loop import Connection
+from ..request import Accept as AppAccept
+from ..request import Request as AppRequest
+from ..request import forwarded_client
 from ..ws import handshake
+from .access import request_line
+from .endpoints import client_address
 
 if TYPE_CHECKING:
     from .ws import WebSocketConnection
 
 log = logging.getLogger("reactor.ws")
+
+Answer = handshake.Accept | handshake.Reject
 
 _UPGRADE_HEADERS = (
     ("Upgrade", "websocket"),
@@ -62,15 +69,24 @@ def is_refusal(verdict: Any) -> bool:
     return type(status) is int and 400 <= status <= 599 and isinstance(reason, str)
 
 
-def _refusal(verdict: Any) -> handshake.Reject | None:
-    """What on_upgrade's answer means: None to accept, else the rejection (a
-    500 with one log line for an answer that is none of the accepted forms)."""
+def _decide(verdict: Any, answer: handshake.Accept, request: AppRequest) -> Answer:
+    """What on_upgrade's answer means: the 101 (amended by an ``Accept``), or
+    the rejection (a 500 with one log line for an answer that is none of the
+    accepted forms, or an Accept that cannot be honoured)."""
     if verdict is None:
-        return None
+        return answer
+    if isinstance(verdict, AppAccept):
+        try:
+            offered = request.headers.get_all("sec-websocket-protocol")
+            return handshake.amend(answer, verdict.headers, verdict.subprotocol, offered)
+        except ValueError as exc:
+            log.error("application on_upgrade returned %r: %s; answering 500", verdict, exc)
+            return handshake.reject(500, "internal error")
     if is_refusal(verdict):
         return handshake.reject(*verdict)
     log.error(
-        "application on_upgrade returned %.100r; it must return None to accept, or "
+        "application on_upgrade returned %.100r; it must return None or "
+        "reactor.app.Accept(headers=..., subprotocol=...) to accept, or "
         "(status, reason) or (status, reason, headers) with a 4xx/5xx status to refuse; "
         "answering 500",
         verdict,
@@ -112,6 +128,7 @@ class UpgradeHandling:
                 conn.ctx = Handshaking(parser, bytearray(data), self.reactor.now)
             return
         if not request.wants_upgrade:
+            self._log_upgrade(conn, request, 426)  # first: the answer may close it at once
             self._upgrade_required(conn, request)
             return
         if buf is self.reactor.recv_buffer:
@@ -132,8 +149,9 @@ class UpgradeHandling:
     def accept_upgrade(self, conn: Connection, request: Request, buf: Any, pos: int) -> int:
         """Take over a connection whose upgrade head another handler parsed
         (``--proto auto``); ``buf[pos:]`` are the bytes that followed the head
-        and are processed as frames. Returns the HTTP status answered."""
-        return self._upgrade(conn, request, buf, pos, len(buf))
+        and are processed as frames. Returns the HTTP status answered (101
+        while a coroutine on_upgrade decides: the access log cannot wait)."""
+        return self._upgrade(conn, request, buf, pos, len(buf)) or 101
 
     def _upgrade(
         self,
@@ -142,10 +160,14 @@ class UpgradeHandling:
         buf: Any,
         start: int,
         end: int,
-        answer: handshake.Accept | None = None,
-    ) -> int:
+        answer: Answer | None = None,
+    ) -> int | None:
+        """The HTTP status answered, or None while a coroutine on_upgrade decides."""
         conn.handler, conn.ctx = self, ANSWERED
-        if answer is None:
+        kind, params = self._route(request)
+        if kind is None:
+            answer = handshake.reject(404, "no WebSocket endpoint at this path")
+        elif answer is None:
             answer = handshake.validate(
                 request.method,
                 request.http_version,
@@ -155,25 +177,53 @@ class UpgradeHandling:
                 compression=self.compression,
             )
         if isinstance(answer, handshake.Accept):
-            if self._async_upgrade:
-                self._await_upgrade(conn, request, answer, bytes(memoryview(buf)[start:end]))
-                return 101  # unless the coroutine refuses: the access log cannot wait
-            refusal = self._ask_app(request)
-            if refusal is None:
-                self._open(conn, request, answer, buf, start, end)
+            if not kind.wants_request:  # neither on_upgrade nor on_open to call
+                self._open(conn, kind, None, request, answer, buf, start, end)
                 return 101
-            answer = refusal
+            app_request = self._app_request(conn, request, params)
+            if kind._async_upgrade:
+                rest = bytes(memoryview(buf)[start:end])
+                self._await_upgrade(conn, kind, app_request, request, answer, rest)
+                return None
+            answer = self._ask_app(kind, app_request, answer)
+            if isinstance(answer, handshake.Accept):
+                self._open(conn, kind, app_request, request, answer, buf, start, end)
+                return 101
+        self._log_upgrade(conn, request, answer.status)  # first: the answer may close it
         conn.write(_refusal_response(answer, request))
         conn.close_after_flush(linger=True)  # unread input must not turn it into a reset
         return answer.status
 
-    def _ask_app(self, request: Request) -> handshake.Reject | None:
+    def _route(self, request: Request) -> tuple[Any, dict[str, str]]:
+        """(the connection class of the app serving this path, captured values);
+        (None, {}) when a Router has no WebSocket app there."""
+        if self.router is None:
+            return self.connection_class, {}
+        probe = AppRequest(request.method, request.target)
+        found = self.router.match(probe.path, probe.raw_path)
+        if found is None:
+            return None, {}
+        kind = self.app_kinds[id(found[0])]
+        return (kind, found[1]) if kind.speaks_websocket else (None, {})
+
+    def _app_request(self, conn: Connection, request: Request, params: dict) -> AppRequest:
+        app_request = AppRequest(
+            request.method,
+            request.target,
+            request.http_version,
+            request.headers,
+            remote_address=lambda: client_address(conn, request, self.forwarded_allow_ips),
+        )
+        app_request.path_params = params
+        return app_request
+
+    def _ask_app(self, kind: Any, request: AppRequest, answer: handshake.Accept) -> Answer:
         try:
-            return _refusal(self._app_upgrade(request))
-        except Exception as exc:  # in the app, or a malformed verdict
+            return _decide(kind._app_upgrade(request), answer, request)
+        except Exception as exc:  # in the app
             return _upgrade_failed(exc)
 
-    def _await_upgrade(self, conn, request, answer: handshake.Accept, rest: bytes) -> None:
+    def _await_upgrade(self, conn, kind, app_request, request, answer, rest: bytes) -> None:
         """A coroutine on_upgrade: the handshake completes when it returns; the
         reactor serves other connections meanwhile."""
         conn.pause_reading()
@@ -184,33 +234,37 @@ class UpgradeHandling:
                 return  # timed out (408) or closed meanwhile
             conn.resume_reading()
             try:
-                refusal = _upgrade_failed(error) if error else _refusal(verdict)
+                outcome = _upgrade_failed(error) if error else _decide(verdict, answer, app_request)
             except Exception as exc:  # a malformed verdict
-                refusal = _upgrade_failed(exc)
-            if refusal is None:
-                self._open(conn, request, answer, rest, 0, len(rest))
+                outcome = _upgrade_failed(exc)
+            if isinstance(outcome, handshake.Accept):
+                self._open(conn, kind, app_request, request, outcome, rest, 0, len(rest))
             else:
                 conn.ctx = ANSWERED
-                conn.write(_refusal_response(refusal, request))
+                self._log_upgrade(conn, request, outcome.status)
+                conn.write(_refusal_response(outcome, request))
                 conn.close_after_flush(linger=True)
 
-        self.async_callbacks.run_upgrade(self._app_upgrade, request, decided)
+        self.async_callbacks.run_upgrade(kind._app_upgrade, app_request, decided)
 
-    def _open(self, conn, request, answer: handshake.Accept, buf: Any, start: int, end: int):
-        ws = self.connection_class(
-            conn, answer.subprotocol, self.max_message_size, answer.extension
-        )
+    def _open(self, conn, kind, app_request, request, answer, buf: Any, start: int, end: int):
+        if self.access is not None:
+            self._log_upgrade(conn, request, 101)
+        ws = kind(conn, answer.subprotocol, self.max_message_size, answer.extension)
         ws.accept()
         conn.ctx = ws
         if self.forwarded_allow_ips:
             self._remember_client(conn, ws, request)
         self.open_count += 1
+        if self.router is not None:
+            kind.open_count += 1
         self.cork.parts.append(answer.response)  # the 101 leaves with on_open's and the frames'
         self.cork.owner = ws
-        try:
-            self._app_open(ws, request)
-        except Exception as exc:
-            ws._app_failed("on_open", exc)
+        if app_request is not None:
+            try:
+                kind._app_open(ws, app_request)
+            except Exception as exc:
+                ws._app_failed("on_open", exc)
         self.cork.owner = None
         if start >= end:
             self._flush(conn, ws)
@@ -220,9 +274,8 @@ class UpgradeHandling:
             self._feed(conn, ws, bytes(memoryview(buf)[start:end]), 0, end - start)
 
     def _remember_client(self, conn: Connection, ws: WebSocketConnection, request: Request):
-        """Behind a trusted proxy, the client is the right-most X-Forwarded-For
-        entry that is not itself a trusted proxy (entries to its left are what
-        the client claimed; only proxies we trust appended the rest)."""
+        """Behind a trusted proxy, ``ws.remote_address`` is the client its
+        X-Forwarded-For names (see reactor/request.py ``forwarded_client``)."""
         chain = request.get("x-forwarded-for")
         if not chain:
             return
@@ -230,12 +283,9 @@ class UpgradeHandling:
             proxy = conn.peer()[0]
         except OSError:
             return
-        trusted = self.forwarded_allow_ips
-        if "*" not in trusted and proxy not in trusted:
-            return  # a direct client may claim anything: ignored
-        entries = [entry.strip() for entry in chain.split(",") if entry.strip()]
-        client = next((e for e in reversed(entries) if e not in trusted), entries[0])
-        self._forwarded[ws] = (client, 0)  # the client's port is not forwarded
+        client = forwarded_client(proxy, chain, self.forwarded_allow_ips)
+        if client is not None:
+            self._forwarded[ws] = (client, 0)  # the client's port is not forwarded
 
     def _upgrade_required(self, conn: Connection, request: Request) -> None:
         """A plain HTTP request: 426 tells the client what this port speaks.
@@ -251,7 +301,23 @@ class UpgradeHandling:
         conn.write(response)
         conn.close_after_flush(linger=True)
 
+    def _log_upgrade(self, conn: Connection, request: Request, status: int) -> None:
+        """--proto ws: one access line per handshake outcome, as --proto auto's
+        HTTP handler writes (there, ``access`` is None: that handler logs)."""
+        if self.access is not None:
+            self.access.write(self._peer_host(conn), request_line(request), status)
+
+    @staticmethod
+    def _peer_host(conn: Connection) -> str | None:
+        try:
+            peer = conn.peer()
+        except OSError:
+            return None
+        return peer[0] if isinstance(peer, tuple) and peer else None
+
     def _refuse_http(self, conn: Connection, exc: HttpError) -> None:
+        if self.access is not None:
+            self.access.write("-", "-", exc.status)
         conn.ctx = ANSWERED
         response = error_response(
             exc.status, exc.reason, keep_alive=False, extra_headers=exc.headers

@@ -154,6 +154,7 @@ def ws_handshake() -> dict[str, bytes]:
 
 def http() -> dict[str, bytes]:
     get = b"GET /a.txt HTTP/1.1\r\nHost: www.example.com\r\n"
+    post = b"POST /echo HTTP/1.1\r\nHost: x\r\n"
     requests = {
         # RFC 9110 §1 / RFC 9112 §2.1's example request
         "rfc9112-example": b"GET /hello.txt HTTP/1.1\r\nUser-Agent: curl/7.64.1\r\n"
@@ -206,6 +207,26 @@ def http() -> dict[str, bytes]:
         "dot-file-pipelined": b"GET /.env HTTP/1.1\r\nHost: x\r\n\r\n"
         b"HEAD /.well-known/security.txt HTTP/1.1\r\nHost: x\r\n\r\n"
         b"GET /sub/.git/config HTTP/1.1\r\nHost: x\r\n\r\n",
+        # request bodies (the endpoint glue, http/body.py): RFC 9112 §7.1's chunked
+        # coding with extensions and trailers, then each of its faults
+        "chunked-extensions-trailers": post
+        + b"Transfer-Encoding: chunked\r\n\r\n"
+        + b'4;a=1;b\r\nWiki\r\n5 ;q="x"\r\npedia\r\n0\r\nX-T: 1\r\n\r\n'
+        + b"GET /json?a=1 HTTP/1.1\r\nHost: x\r\nCookie: a=1; b\r\n\r\n",
+        "chunked-bare-lf": post + b"Transfer-Encoding: chunked\r\n\r\n3\nabc\n0\n\n",
+        "chunked-bad-hex": post + b"Transfer-Encoding: chunked\r\n\r\n4g\r\nabcd\r\n0\r\n\r\n",
+        "chunked-overflow": post
+        + b"Transfer-Encoding: chunked\r\n\r\n1\r\nx\r\nffffffffffffffffff\r\n",
+        "chunked-over-limit": post + b"Transfer-Encoding: chunked\r\n\r\n1001\r\n",
+        "chunked-no-crlf-after-data": post
+        + b"Transfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n",
+        "content-length-expect": post + b"Content-Length: 3\r\nExpect: 100-continue\r\n\r\nabc",
+        "content-length-over-limit": post + b"Content-Length: 4097\r\n\r\n",
+        "endpoint-pipelined": b"PUT /raise HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx"
+        b"DELETE /junk HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"HEAD /echo HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"POST /a.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+        b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
     }
     seeds = {f"{name}.txt": b"\x02" + request for name, request in requests.items()}
     seeds["rfc9112-example-bytewise.txt"] = b"\x00" + requests["rfc9112-example"]
